@@ -191,7 +191,10 @@ def sample_masked(
 
     Every masked position of ``x_t`` independently unmasks with probability ``p_unmask`` and then takes a
     token drawn from ``softmax(logits / temperature)`` with the mask token excluded; other positions are
-    copied.  The Bernoulli is decided first, so rows that stay masked are never read.
+    copied.  The Bernoulli is decided first, so rows that stay masked are never read.  With
+    ``precision="fp32-gumbel"`` the step is the reference code's instead: one float32 Gumbel argmax per masked
+    row over ``p_unmask * softmax`` and a mask entry of ``1 - p_unmask``, so every masked row is read and, with
+    small ``p_unmask``, rare tokens lose to the mask entry more often than they should.
 
     Parameters
     ----------
@@ -203,7 +206,8 @@ def sample_masked(
     p_unmask : float or Tensor [B]
         In ``[0, 1]``, per sequence or shared.
     seed, offset, temperature, precision, row_offset
-        As in :func:`categorical`; row ``b * L + l`` draws exactly what ``categorical`` would draw for it.
+        As in :func:`categorical`; with ``"fp64"``, row ``b * L + l`` draws exactly what ``categorical`` would
+        draw for it.
 
     Returns
     -------

@@ -210,6 +210,27 @@ def test_sample_masked_equals_categorical_draw_zero(device):
     assert torch.equal(x_s.reshape(-1), tokens[:, 0])
 
 
+def test_sample_masked_fp32_gumbel_takes_the_reference_step(device):
+    # One Gumbel argmax over p_unmask * softmax and the mask entry: away from the 2^-24 scale of the noise cap
+    # it has the exact step's law (unmask rate and token frequencies); the cap itself shows in the 50k-vocabulary
+    # rows of benchmarks/quality.
+    B, L, V, mask = 2, 20_000, 6, 2
+    logits = _logits(V, seed=8, device=device).expand(B * L, V).reshape(B, L, V)
+    x_t = torch.full((B, L), mask, device=device)
+    p = torch.tensor([0.3, 0.8], dtype=torch.float64, device=device)
+    x_s = ops.sample_masked(logits, x_t, mask, p, seed=5, precision="fp32-gumbel").cpu()
+    probs = torch.softmax(logits[0, 0].double().cpu(), -1)
+    probs[mask] = 0
+    probs /= probs.sum()
+    for b in range(B):
+        drawn = x_s[b][x_s[b] != mask]
+        assert abs(binomial_z(drawn.numel(), L, float(p[b]))) < 4
+        assert chi_square_pvalue(np.bincount(drawn.numpy(), minlength=V), probs.numpy())[0] > P_4SE
+    everything = ops.sample_masked(logits, x_t, mask, 1.0, seed=5, precision="fp32-gumbel")
+    assert (everything != mask).all()
+    assert torch.equal(ops.sample_masked(logits, x_t, mask, 0.0, seed=5, precision="fp32-gumbel"), x_t)
+
+
 def test_sample_masked_never_reads_rows_that_stay_masked(device):
     B, L, V, mask = 2, 64, 10, 0
     logits = torch.full((B, L, V), float("nan"), device=device)

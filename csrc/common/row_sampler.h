@@ -306,4 +306,51 @@ EDLM_HD void gumbel_scan(const RowInput<T>& in, int64_t begin, int64_t end, floa
   }
 }
 
+// fp32-gumbel masked step, the way the MDLM reference takes it: no separate Bernoulli, but one truncated Gumbel
+// argmax over the row's token probabilities times p_unmask and the mask entry holding 1 - p_unmask, in float32.
+// The cap on the noise then bites where it matters: with a small p_unmask a rare token must beat the large mask
+// entry, which the capped noise rarely allows, so sampling with many steps loses the tail (Zheng et al., 2024).
+// Probabilities come from the canonical summary s, so CPU and CUDA score every entry alike.  The mask id lies in
+// the row and takes the noise of its own column, as in the reference.
+//
+// The mask entry is scored first: a token scores at most prob / kGumbelNoiseMin, so every token whose logit lies
+// below a threshold set by the best score so far cannot win and is skipped without drawing its noise.  The
+// threshold keeps a margin far above float rounding, so skipping never changes the argmax (ties: lowest index).
+constexpr double kGumbelNoiseMin = 5.9e-8;  // the smallest noise 1e-10 - log(u + 1e-10) takes: u = 1 - 2^-24
+
+EDLM_HD float gumbel_uniform(uint64_t seed, uint64_t offset, uint64_t row, int64_t v, int64_t V) {
+  return uniform24(random_block(seed, offset, row, gumbel_sub(0, v, V)).v[v & 3]);
+}
+
+template <typename T>
+EDLM_HD void gumbel_masked_scan(const RowInput<T>& in, int64_t begin, int64_t end, const RowSummary& s,
+                                double p_unmask, int64_t mask_id, uint64_t seed, uint64_t offset, uint64_t row,
+                                float* best, int64_t* arg) {
+  const float mask_score = gumbel_ref_score(float(1.0 - p_unmask), gumbel_uniform(seed, offset, row, mask_id, in.V));
+  if (*arg < 0 || mask_score > *best || (mask_score == *best && mask_id < *arg)) {
+    *best = mask_score;
+    *arg = mask_id;
+  }
+  // z below z_skip gives prob < best * kGumbelNoiseMin / (1 + 1e-3), hence a score below best.
+  double z_skip = p_unmask > 0.0 ? s.M + log_det(double(*best) * kGumbelNoiseMin * s.Z / p_unmask) - 1e-3 : 1e308;
+  Philox4 blk;
+  int64_t blk_id = -1;
+  for (int64_t v = begin; v < end; ++v) {
+    if (v == mask_id) continue;
+    const double z = load_z(in, v);
+    if (z < z_skip) continue;
+    if (v / 4 != blk_id) {
+      blk_id = v / 4;
+      blk = random_block(seed, offset, row, gumbel_sub(0, v, in.V));
+    }
+    const float prob = float(p_unmask * (exp_det(z - s.M) / s.Z));
+    const float score = gumbel_ref_score(prob, uniform24(blk.v[v & 3]));
+    if (score > *best || (score == *best && v < *arg)) {
+      *best = score;
+      *arg = v;
+      z_skip = s.M + log_det(double(score) * kGumbelNoiseMin * s.Z / p_unmask) - 1e-3;
+    }
+  }
+}
+
 }  // namespace edlm

@@ -226,12 +226,26 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
         continue;
       }
       const uint64_t row = rng.row_offset + uint64_t(r);
+      const RowInput<T> in{lg.row(b, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
+      if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
+        sc.ts.resize(num_tiles(lg.V));
+        int32_t st = row_pass(in, sc.ts.data());
+        RowSummary sum;
+        if (st == kRowOk) st = summarize_row(sc.ts.data(), sc.ts.size(), &sum);
+        if (st == kRowOk) {
+          float best = 0.0f;
+          int64_t arg = -1;
+          gumbel_masked_scan(in, 0, lg.V, sum, p_unmask[b], mask_id, rng.seed, rng.offset, row, &best, &arg);
+          x_s[r] = arg;
+        }
+        sc_all.add(st, r);
+        continue;
+      }
       const Philox4 blk = random_block(rng.seed, rng.offset, row, 0);
       if (!(uniform53(blk.v[2], blk.v[3]) < p_unmask[b])) {
         x_s[r] = mask_id;
         continue;
       }
-      const RowInput<T> in{lg.row(b, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
       double lp;
       const int32_t st = sample_row(in, temperature, precision, rng, row, 1, sc, x_s + r, &lp);
       sc_all.add(st, r);

@@ -126,7 +126,8 @@ __global__ void __launch_bounds__(kThreads) row_kernel(Logits3<T> lg, RowJob job
       }
       return;
     }
-    if (job.mode == Mode::kMasked) {
+    // fp32-gumbel takes the reference's masked step (gumbel_masked_scan): the mask entry competes in the argmax.
+    if (job.mode == Mode::kMasked && !(precision == Precision::kFP32Gumbel && temperature > 0.0)) {
       const Philox4 blk = random_block(rng.seed, rng.offset, grow, 0);
       if (!(uniform53(blk.v[2], blk.v[3]) < job.p_unmask[r / lg.L])) {
         if (threadIdx.x == 0) job.tokens[r] = job.mask_id;
@@ -195,6 +196,15 @@ __global__ void __launch_bounds__(kThreads) row_kernel(Logits3<T> lg, RowJob job
     const int64_t chunk = ((lg.V + kThreads - 1) / kThreads + 3) / 4 * 4;
     const int64_t b = threadIdx.x * chunk < lg.V ? threadIdx.x * chunk : lg.V;
     const int64_t e = b + chunk < lg.V ? b + chunk : lg.V;
+    if (job.mode == Mode::kMasked) {
+      float best = 0.0f;
+      int64_t arg = -1;
+      gumbel_masked_scan(in, b, e, sum, job.p_unmask[r / lg.L], job.mask_id, rng.seed, rng.offset, grow, &best,
+                         &arg);
+      block_argmax(&best, &arg, s_best, s_arg);
+      if (threadIdx.x == 0) job.tokens[r] = arg;
+      return;
+    }
     const float lm = lane_max_f32(in, b, e);
     m = block_max_f32(lm, s_best);
     for (int64_t j = 0; j < n; ++j) {

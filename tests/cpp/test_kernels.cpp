@@ -121,6 +121,69 @@ void test_status_names_the_first_bad_row() {
   check(s.row == 2 && s.code == edlm::kRowNaN, "status names row 2 as NaN");
 }
 
+// The fp32-gumbel masked step skips tokens that cannot beat the best score so far; the argmax must equal the
+// full reference scan, also when the row is cut into chunks and merged as the CUDA kernel does.
+void test_gumbel_masked_skip_keeps_the_reference_argmax() {
+  const int V = 3000;
+  const double ps[] = {0.0, 1e-4, 1e-2, 0.3, 1.0};
+  std::vector<float> x(V);
+  uint32_t state = 12345u;
+  int mismatches = 0, unmasked = 0;
+  for (int rep = 0; rep < 40; ++rep) {
+    for (int v = 0; v < V; ++v) {
+      state = state * 1664525u + 1013904223u;
+      x[v] = -std::log(float(v + 1)) + float(state >> 8) * (1.0f / 16777216.0f) * float(rep % 4);
+    }
+    const int64_t mask_id = (rep * 977) % V;
+    const int64_t excl[1] = {mask_id};
+    const edlm::RowInput<float> in{x.data(), V, 1.0, excl, 1};
+    edlm::RowSummary s{};
+    s.M = -1e300;
+    for (int v = 0; v < V; ++v)
+      if (v != mask_id && double(x[v]) > s.M) s.M = x[v];
+    s.Z = 0.0;
+    for (int v = 0; v < V; ++v)
+      if (v != mask_id) s.Z += edlm::exp_det(double(x[v]) - s.M);
+    for (double p : ps)
+      for (uint64_t row = 0; row < 8; ++row) {
+        float ref_best = 0.0f;
+        int64_t ref_arg = -1;
+        for (int64_t v = 0; v < V; ++v) {
+          const float prob = v == mask_id ? float(1.0 - p) : float(p * (edlm::exp_det(double(x[v]) - s.M) / s.Z));
+          const float score = edlm::gumbel_ref_score(prob, edlm::gumbel_uniform(9, 3, row, v, V));
+          if (ref_arg < 0 || score > ref_best) {
+            ref_best = score;
+            ref_arg = v;
+          }
+        }
+        float best = 0.0f;
+        int64_t arg = -1;
+        edlm::gumbel_masked_scan(in, 0, V, s, p, mask_id, 9, 3, row, &best, &arg);
+        float b1 = 0.0f, b2 = 0.0f;
+        int64_t a1 = -1, a2 = -1;
+        edlm::gumbel_masked_scan(in, 0, 1236, s, p, mask_id, 9, 3, row, &b1, &a1);
+        edlm::gumbel_masked_scan(in, 1236, V, s, p, mask_id, 9, 3, row, &b2, &a2);
+        if (b2 > b1 || (b2 == b1 && a2 < a1)) {
+          b1 = b2;
+          a1 = a2;
+        }
+        mismatches += (arg != ref_arg || best != ref_best || a1 != ref_arg) ? 1 : 0;
+        unmasked += ref_arg != mask_id ? 1 : 0;
+      }
+  }
+  // The skip rests on this bound: no uniform gives a noise below kGumbelNoiseMin, so no score beats
+  // prob / kGumbelNoiseMin.  The equivalence above cannot probe it: the bound only binds at u = 1 - 2^-24.
+  const float u_max = edlm::uniform24(0xFFFFFFFFu);
+  check(u_max == 1.0f - 1.0f / 16777216.0f, "largest 24-bit uniform");
+  const float noise_min = 1e-10f - float(edlm::log_det(double(u_max + 1e-10f)));
+  check(noise_min > float(edlm::kGumbelNoiseMin) * 1.001f, "kGumbelNoiseMin lies below the smallest noise");
+  for (float prob : {1e-30f, 3e-9f, 0.5f, 1.0f})
+    check(double(edlm::gumbel_ref_score(prob, u_max)) <= double(prob) / edlm::kGumbelNoiseMin,
+          "no score exceeds prob / kGumbelNoiseMin");
+  check(mismatches == 0, "fp32-gumbel masked scan equals the full reference scan");
+  check(unmasked > 100 && unmasked < 40 * 5 * 8, "the masked scan test covers both outcomes");
+}
+
 }  // namespace
 
 int main() {
@@ -132,6 +195,7 @@ int main() {
   test_tree32_matches_butterfly();
   test_categorical_frequencies();
   test_status_names_the_first_bad_row();
+  test_gumbel_masked_skip_keeps_the_reference_argmax();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);
     return 1;
