@@ -99,9 +99,9 @@ class _Run:
             rng = dict(seed=o["seed"], temperature=o["temperature"], precision=o["precision"])
             x_prev = x
             if self.e is not None and lo <= t <= hi:
-                refresh = ~star_ok
+                refresh = ~star_ok & masked.any(1)  # a sequence with nothing masked needs no x0*
                 if bool(refresh.any()):
-                    new_star = self.edlm_candidate(logits, x, i0, k, rng)
+                    new_star = self.edlm_candidate(logits, x, i0, k, rng, refresh)
                     x0_star = new_star if x0_star is None else torch.where(refresh[:, None], new_star, x0_star)
                 u = ops.uniform((B, L), seed=o["seed"], offset=_STRIDE * k + _REVEAL, row_offset=i0 * L, device=x.device)
                 x = torch.where(masked & (u < p), x0_star, x)
@@ -114,17 +114,26 @@ class _Run:
             changed_any = bool(changed.any())
         return self.fill(x, i0)
 
-    def edlm_candidate(self, logits, x, i0, k, rng):
+    def edlm_candidate(self, logits, x, i0, k, rng, refresh):
+        """A resampled x0* for every sequence; only rows in `refresh` are scored and their x0* used.
+
+        Candidates and resampling draws cover the whole batch so every sequence keeps the randomness it has in
+        any batch split; the energy, the expensive part, runs on the refreshing rows alone.
+        """
         o, B, L = self.o, x.shape[0], self.L
         kk = o["is_size"]
         cands, log_q = ops.sample_candidates(logits, x, self.mask, kk, offset=_STRIDE * k + _CAND, row_offset=i0 * L,
                                              **rng)
-        E = self.e(cands.reshape(kk * B, L), x.repeat(kk, 1), log_q.reshape(kk * B)).reshape(kk, B).T
+        rows = refresh.nonzero().squeeze(1)
+        b = rows.numel()
+        E = torch.zeros(B, kk, dtype=torch.float64, device=x.device)
+        E[rows] = self.e(cands[:, rows].reshape(kk * b, L), x[rows].repeat(kk, 1),
+                         log_q[:, rows].reshape(kk * b)).reshape(kk, b).T
         self.stats["energy_calls"] += 1
-        self.stats["candidates_scored"] += kk * B
-        idx, ess = ops.importance_resample(E.contiguous(), seed=o["seed"], offset=_STRIDE * k + _RESAMPLE,
+        self.stats["candidates_scored"] += kk * b
+        idx, ess = ops.importance_resample(E, seed=o["seed"], offset=_STRIDE * k + _RESAMPLE,
                                            temperature=o["is_temperature"], row_offset=i0)
-        self.ess.append(ess.cpu())
+        self.ess.append(ess[rows].cpu())
         return cands[idx, torch.arange(B, device=x.device)]
 
     def first_hitting(self, x, i0, bar):

@@ -112,7 +112,7 @@ def test_bert_denoiser_with_gpt2_energy_by_path(paths):
     assert out.tokens.shape == (4, 16) and out.tokens.dtype == torch.int64
     assert not (out.tokens == MASK).any()
     st = out.stats
-    assert st["energy_calls"] >= 1 and st["candidates_scored"] == 3 * 4 * st["energy_calls"]
+    assert st["energy_calls"] >= 1 and 3 * 4 <= st["candidates_scored"] <= 3 * 4 * st["energy_calls"]
     assert st["denoiser_calls"] >= 1 and st["seconds"] > 0 and st["tokens_per_second"] > 0
     assert 1.0 <= st["mean_ess"] <= 3.0
     again = edlm_engine.sample(paths["bert"], paths["gpt2"], **kw)
