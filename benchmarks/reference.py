@@ -118,14 +118,14 @@ def masked_step_reference(
     mask_id: int,
     p_unmask: Union[float, torch.Tensor],
 ) -> torch.Tensor:
-    """One MDLM ancestral reverse step in plain PyTorch.
+    """One MDLM ancestral reverse step in plain PyTorch, as the reference code takes it.
 
     Parameters
     ----------
     logits : Tensor [B, L, V]
     x_t : int64 Tensor [B, L]
     mask_id : int
-        Never emitted by a draw.
+        Its entry holds the probability of staying masked.
     p_unmask : float or Tensor [B]
         Probability that a masked position unmasks at this step.
 
@@ -135,17 +135,19 @@ def masked_step_reference(
 
     Notes
     -----
-    Zeroing the mask token's probability after the softmax is the same as setting its logit to ``-inf``
-    before it (Gumbel-max is invariant to the scale of ``probs``) and saves a copy of the logits.
+    The reference builds ``q = p_unmask * softmax(logits)`` with ``q[mask] = 1 - p_unmask`` and takes one
+    float32 Gumbel argmax per position (MDLM's ``_ddpm_caching_update``, scaled by ``1 / move_chance_t``): every
+    position's whole row is read and noised whatever ``p_unmask`` is.
     """
     B, L, _ = logits.shape
-    probs = torch.softmax(logits.float(), dim=-1)
-    probs[..., mask_id] = 0.0
-    sampled = _gumbel_argmax(probs)
     p = torch.as_tensor(p_unmask, dtype=torch.float32, device=logits.device)
-    p = p.view(B, 1) if p.dim() == 1 else p
-    unmask = torch.rand(B, L, device=logits.device) < p
-    return torch.where((x_t == mask_id) & unmask, sampled, x_t)
+    p = p.view(B, 1, 1) if p.dim() == 1 else p
+    probs = torch.softmax(logits.float(), dim=-1)
+    probs[..., mask_id] = 0.0  # the reference's models give the mask logit -inf; renormalize in place instead
+    probs *= p / probs.sum(-1, keepdim=True)
+    probs[..., mask_id] = (1.0 - p).squeeze(-1) if p.dim() == 3 else 1.0 - p
+    sampled = _gumbel_argmax(probs)
+    return torch.where(x_t == mask_id, sampled, x_t)
 
 
 def categorical_multinomial(logits: torch.Tensor, num_samples: int = 1) -> torch.Tensor:

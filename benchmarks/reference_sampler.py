@@ -11,9 +11,10 @@ What it reproduces
   ``sigma(t) = -log(alpha(t))`` (passed to the denoiser), and at a step ``t -> s`` a masked position unmasks
   with probability ``p_unmask = (alpha_s - alpha_t) / (1 - alpha_t)``.
 * MDLM's ``ddpm_cache`` step: the denoiser logits become ``probs = softmax(logits.float())`` with the mask
-  logit at ``-inf``; ``_sample_categorical`` (``argmax(probs / (1e-10 - log(rand + 1e-10)))``) draws a token
-  for every position of the whole ``[B, L, V]`` tensor; a masked position keeps its draw with probability
-  ``p_unmask`` and unmasked positions are copied (the ``copy_flag`` blend).
+  logit at ``-inf``; ``q_xs = p_unmask * probs`` with ``q_xs[mask] = 1 - p_unmask``, and
+  ``_sample_categorical`` (``argmax(q / (1e-10 - log(rand + 1e-10)))``) draws for every position of the whole
+  ``[B, L, V]`` tensor (the mask entry winning means "stays masked"); unmasked positions are copied (the
+  ``copy_flag`` blend).
 * MDLM's cache: when a step changes no token anywhere in the batch, the next step reuses the previous
   ``probs`` without calling the denoiser (a time-agnostic denoiser is assumed).  The final "noise removal"
   step fills the positions still masked with the argmax of the denoiser logits.
@@ -24,8 +25,9 @@ What it reproduces
   ``E = -log p_AR(x0) + log q(x0 | x_t)`` where ``log p_AR`` comes from a full forward pass of the causal LM,
   a ``log_softmax`` over the full ``[k * B, L, V]`` logits, a gather and a sum, and ``log q`` from a full
   ``log_softmax`` of the (repeated) denoiser logits, a gather and a sum over the masked positions; the weights
-  are ``softmax(-E)`` in float32, one candidate per sequence is drawn with ``torch.multinomial``, and each
-  masked position takes the chosen candidate's token with probability ``p_unmask``.  While ``x_t`` then does
+  are ``softmax(-E)`` in float32, one candidate per sequence is drawn with ``torch.multinomial``, and the
+  step continues from its one-hot ``probs`` (each masked position takes the candidate's token with probability
+  ``p_unmask``).  While ``x_t`` then does
   not change, the following steps keep revealing from the same candidate (EDLM caches
   ``one_hot(x0*)`` as the next ``probs``, a V-wide float32 tensor, and so does this module).
 
@@ -179,20 +181,18 @@ def _sample_batch(
         else:
             probs = probs_cache
 
-        if x0_star is None:
-            # Every position of the full [B, L, V] tensor is sampled, as the reference does.
-            x0_star = _sample_categorical(probs, generator)
-        unmask = torch.rand(x.shape, generator=generator, device=device) < p_unmask
-        take = (masked & unmask).to(x.dtype)  # copy_flag blend: unmasked positions are copied
-        x_next = take * x0_star + (1 - take) * x
+        if x0_star is not None:
+            # EDLM continues from the chosen candidate as a V-wide one-hot probability tensor.
+            probs = torch.nn.functional.one_hot(x0_star, probs.shape[-1]).float()
+        # q_xs: every position of the full [B, L, V] tensor takes one Gumbel draw over p_unmask * probs and the
+        # mask entry 1 - p_unmask, as the reference does; unmasked positions are copied (the copy_flag blend).
+        q_xs = probs * p_unmask
+        q_xs[..., mask_id] = 1.0 - p_unmask
+        x_next = torch.where(masked, _sample_categorical(q_xs, generator), x)
 
         if torch.equal(x_next, x):
             if probs_cache is None:
-                if energy_model is not None and is_lo <= t <= is_hi:
-                    # EDLM caches the chosen candidate as a V-wide one-hot probability tensor.
-                    probs_cache = torch.nn.functional.one_hot(x0_star, probs.shape[-1]).float()
-                else:
-                    probs_cache = probs
+                probs_cache = probs
         else:
             probs_cache = None
             last_logits_fresh = False
