@@ -15,9 +15,9 @@ reference code bases write it, so that the comparison measures the engine and no
     ``torch.multinomial`` with replacement over ``softmax(logits.float())`` viewed as ``[B * L, V]``: PyTorch's
     own inverse-CDF sampler, the fastest plain-PyTorch way to draw ``k`` tokens per row (float32 cumsum).
 ``masked_step_reference``
-    One MDLM ancestral reverse step: every position is sampled with float32 Gumbel-max over the full
-    ``[B, L, V]`` tensor (mask token excluded), then masked positions keep the draw with probability
-    ``p_unmask`` and unmasked positions are copied.  Its cost does not depend on ``p_unmask``.
+    One MDLM ancestral reverse step as the reference writes it: every position takes one float32 Gumbel argmax
+    over ``p_unmask * softmax(logits)`` (mask logit at -inf) and a mask entry ``1 - p_unmask`` across the full
+    ``[B, L, V]`` tensor; unmasked positions are copied.  Its cost does not depend on ``p_unmask``.
 ``categorical_multinomial``
     ``torch.multinomial`` over ``softmax(logits.float())`` for ``[R, V]`` logits.
 ``categorical_multinomial_cumsum``
@@ -142,9 +142,11 @@ def masked_step_reference(
     B, L, _ = logits.shape
     p = torch.as_tensor(p_unmask, dtype=torch.float32, device=logits.device)
     p = p.view(B, 1, 1) if p.dim() == 1 else p
-    probs = torch.softmax(logits.float(), dim=-1)
-    probs[..., mask_id] = 0.0  # the reference's models give the mask logit -inf; renormalize in place instead
-    probs *= p / probs.sum(-1, keepdim=True)
+    if not torch.isneginf(logits[..., mask_id]).all():
+        # The reference's models give the mask logit -inf (MDLM's SUBS parameterization); make it so.
+        logits = logits.clone()
+        logits[..., mask_id] = float("-inf")
+    probs = torch.softmax(logits.float(), dim=-1) * p
     probs[..., mask_id] = (1.0 - p).squeeze(-1) if p.dim() == 3 else 1.0 - p
     sampled = _gumbel_argmax(probs)
     return torch.where(x_t == mask_id, sampled, x_t)

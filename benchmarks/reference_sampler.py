@@ -187,6 +187,8 @@ def _sample_batch(
         # q_xs: every position of the full [B, L, V] tensor takes one Gumbel draw over p_unmask * probs and the
         # mask entry 1 - p_unmask, as the reference does; unmasked positions are copied (the copy_flag blend).
         q_xs = probs * p_unmask
+        if mask_id >= q_xs.shape[-1]:  # the denoiser scores data tokens only: the mask entry gets its own column
+            q_xs = torch.cat([q_xs, q_xs.new_zeros(*q_xs.shape[:-1], mask_id + 1 - q_xs.shape[-1])], -1)
         q_xs[..., mask_id] = 1.0 - p_unmask
         x_next = torch.where(masked, _sample_categorical(q_xs, generator), x)
 

@@ -128,7 +128,7 @@ class _Run:
         b = rows.numel()
         E = torch.zeros(B, kk, dtype=torch.float64, device=x.device)
         E[rows] = self.e(cands[:, rows].reshape(kk * b, L), x[rows].repeat(kk, 1),
-                         log_q[:, rows].reshape(kk * b)).reshape(kk, b).T
+                         log_q[:, rows].reshape(kk * b)).to(E.device).reshape(kk, b).T
         self.stats["energy_calls"] += 1
         self.stats["candidates_scored"] += kk * b
         idx, ess = ops.importance_resample(E, seed=o["seed"], offset=_STRIDE * k + _RESAMPLE,

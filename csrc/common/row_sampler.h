@@ -311,7 +311,8 @@ EDLM_HD void gumbel_scan(const RowInput<T>& in, int64_t begin, int64_t end, floa
 // The cap on the noise then bites where it matters: with a small p_unmask a rare token must beat the large mask
 // entry, which the capped noise rarely allows, so sampling with many steps loses the tail (Zheng et al., 2024).
 // Probabilities come from the canonical summary s, so CPU and CUDA score every entry alike.  The mask id lies in
-// the row and takes the noise of its own column, as in the reference.
+// the row and takes the noise of its own column, as in the reference; it must be the only id in in.excl (the
+// summary leaves out every excluded id, this scan only the mask).
 //
 // The mask entry is scored first: a token scores at most prob / kGumbelNoiseMin, so every token whose logit lies
 // below a threshold set by the best score so far cannot win and is skipped without drawing its noise.  The
@@ -331,7 +332,9 @@ EDLM_HD void gumbel_masked_scan(const RowInput<T>& in, int64_t begin, int64_t en
     *best = mask_score;
     *arg = mask_id;
   }
-  // z below z_skip gives prob < best * kGumbelNoiseMin / (1 + 1e-3), hence a score below best.
+  // z below z_skip gives prob < best * kGumbelNoiseMin / (1 + 1e-3), hence a score below best.  (For a subnormal
+  // prob the float rounding is absolute, not relative, but such a token scores below 1e-37, far under the best
+  // score of the row, which is at least max(1 - p_unmask, p_unmask / V) / 23.03.)
   double z_skip = p_unmask > 0.0 ? s.M + log_det(double(*best) * kGumbelNoiseMin * s.Z / p_unmask) - 1e-3 : 1e308;
   Philox4 blk;
   int64_t blk_id = -1;
