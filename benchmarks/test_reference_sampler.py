@@ -145,6 +145,14 @@ def test_independent_tokens_match_distribution():
     assert stats["denoiser_calls"] <= steps + 1
 
 
+def test_denoiser_without_a_mask_column():
+    # The mask id lies one past the denoiser's logits: the q_xs step adds the mask entry as its own column.
+    g = torch.Generator().manual_seed(5)
+    row = torch.randn(MASK, generator=g)
+    tokens, _ = reference_sample(IndependentDenoiser(row), MASK, 64, 8, 6, generator=g)
+    _check_tokens(tokens, 64, 8)
+
+
 def test_importance_weights_have_the_right_sign():
     # Denoiser uniform, energy model prefers token 3: softmax(-E) must raise the frequency of token 3;
     # softmax(+E) (the public code's sign) would lower it.
