@@ -15,7 +15,7 @@ import torch
 
 from .models import Energy, LogLikelihoodEnergy
 
-__all__ = ["HMMLanguage", "pair_tv", "generative_nll", "unigram_entropy"]
+__all__ = ["HMMLanguage", "pair_tv", "generative_nll", "unigram_entropy", "steps_to_reach"]
 
 
 class HMMLanguage:
@@ -242,3 +242,34 @@ def unigram_entropy(tokens: torch.Tensor, vocab_size: int) -> tuple:
     p = counts[counts > 0] / counts.sum()
     h = float(-(p * p.log()).sum())
     return h, h / math.log(2)
+
+
+def steps_to_reach(curve: dict, value: float) -> float:
+    """Steps a sampler needs to bring a metric down to ``value``, read off its measured ``{steps: metric}``.
+
+    Interpolates log(metric) against log(steps) between the two step counts that bracket ``value`` (linearly in
+    the metric where a value is not positive, as an excess over a noise floor can be); the first bracket wins.
+    ``inf`` when even the most steps measured stay above ``value``.  EDLM's step saving at T steps is
+    ``steps_to_reach(ancestral, edlm_at_T) / T``.
+
+    Examples
+    --------
+    >>> steps_to_reach({2: 0.4, 4: 0.2, 8: 0.1}, 0.2), round(steps_to_reach({2: 0.4, 4: 0.2}, 0.3), 3)
+    (4.0, 2.667)
+    >>> steps_to_reach({2: 0.4, 4: 0.2}, 0.1)
+    inf
+    """
+    xs = sorted(curve)
+    if value >= curve[xs[0]]:
+        return float(xs[0])
+    for lo, hi in zip(xs, xs[1:]):
+        a, b = curve[lo], curve[hi]
+        if a >= value >= b:
+            if a == b:
+                f = 0.0
+            elif min(a, b, value) > 0:
+                f = (math.log(a) - math.log(value)) / (math.log(a) - math.log(b))
+            else:
+                f = (a - value) / (a - b)
+            return math.exp(math.log(lo) + f * (math.log(hi) - math.log(lo)))
+    return math.inf

@@ -16,13 +16,12 @@ Writes ``saving.md`` beside this file.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
 import edlm_engine
-from edlm_engine.oracle import HMMLanguage, generative_nll, pair_tv
+from edlm_engine.oracle import HMMLanguage, generative_nll, pair_tv, steps_to_reach
 
 HERE = Path(__file__).resolve().parent
 ANCESTRAL_STEPS = (1, 2, 4, 8, 16, 32, 64)
@@ -56,25 +55,6 @@ def languages():
         yield f"random HMM 8 states, 64 tokens, Dirichlet {c}", HMMLanguage.random(8, 64, seed=1, concentration=c)
 
 
-def steps_needed(anc: dict, value: float) -> float:
-    """Ancestral steps whose excess first falls to `value`: log-log interpolation between measured step counts
-    (linear in the excess where an excess is not positive); inf when even the most steps do not reach it."""
-    xs = sorted(anc)
-    if value >= anc[xs[0]]:
-        return float(xs[0])
-    for lo, hi in zip(xs, xs[1:]):
-        a, b = anc[lo], anc[hi]
-        if a >= value >= b:
-            if a == b:
-                f = 0.0
-            elif min(a, b, value) > 0:
-                f = (math.log(a) - math.log(value)) / (math.log(a) - math.log(b))
-            else:
-                f = (a - value) / (a - b)
-            return math.exp(math.log(lo) + f * (math.log(hi) - math.log(lo)))
-    return math.inf
-
-
 def study(lang, n, L):
     exact = lang.sample(n, L, seed=12345)
     floor_tv, floor_nll = pair_tv(exact, lang), generative_nll(exact, lang)[0]
@@ -90,7 +70,7 @@ def study(lang, n, L):
         tv = pair_tv(out.tokens, lang) - floor_tv
         nll = generative_nll(out.tokens, lang)[0] - floor_nll
         rows.append(dict(T=T, tv=tv, nll=nll, anc_tv=anc_tv[T], anc_nll=anc_nll[T], ess=out.stats["mean_ess"],
-                         saving_tv=steps_needed(anc_tv, tv) / T, saving_nll=steps_needed(anc_nll, nll) / T))
+                         saving_tv=steps_to_reach(anc_tv, tv) / T, saving_nll=steps_to_reach(anc_nll, nll) / T))
     return floor_tv, rows
 
 
