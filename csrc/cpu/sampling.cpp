@@ -128,6 +128,14 @@ struct Scratch {
   std::vector<double> rem;
 };
 
+// The row pass and its summary, into sc.ts and *sum; the row's status.
+template <typename T>
+int32_t summarize(const RowInput<T>& in, Scratch& sc, RowSummary* sum) {
+  sc.ts.resize(num_tiles(in.V));
+  const int32_t st = row_pass(in, sc.ts.data());
+  return st == kRowOk ? summarize_row(sc.ts.data(), sc.ts.size(), sum) : st;
+}
+
 // All draws of one row.  sub-stream j gives draw j's uniform (words 0,1 of the block); row is global.
 template <typename T>
 int32_t sample_row(const RowInput<T>& in, double temperature, Precision precision, RngArgs rng, uint64_t row,
@@ -142,11 +150,8 @@ int32_t sample_row(const RowInput<T>& in, double temperature, Precision precisio
     }
     return kRowOk;
   }
-  sc.ts.resize(num_tiles(in.V));
-  int32_t st = row_pass(in, sc.ts.data());
-  if (st != kRowOk) return st;
   RowSummary s;
-  st = summarize_row(sc.ts.data(), sc.ts.size(), &s);
+  const int32_t st = summarize(in, sc, &s);
   if (st != kRowOk) return st;
   if (precision == Precision::kFP32Gumbel) {
     for (int64_t j = 0; j < n; ++j) tokens[j] = gumbel_row(in, rng, row, j);
@@ -181,10 +186,7 @@ Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double tempe
       Scratch sc;
 #pragma omp for schedule(dynamic, 4)
       for (int64_t r = 0; r < rows; ++r) {
-        sc.ts.resize(num_tiles(lg.V));
-        int32_t st = row_pass(input(r), sc.ts.data());
-        if (st == kRowOk) st = summarize_row(sc.ts.data(), sc.ts.size(), &sums[r]);
-        sc_all.add(st, r);
+        sc_all.add(summarize(input(r), sc, &sums[r]), r);
       }
     }
     if (sc_all.s.row >= 0) return sc_all.s;
@@ -228,10 +230,8 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
       const uint64_t row = rng.row_offset + uint64_t(r);
       const RowInput<T> in{lg.row(b, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
       if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
-        sc.ts.resize(num_tiles(lg.V));
-        int32_t st = row_pass(in, sc.ts.data());
         RowSummary sum;
-        if (st == kRowOk) st = summarize_row(sc.ts.data(), sc.ts.size(), &sum);
+        const int32_t st = summarize(in, sc, &sum);
         if (st == kRowOk) {
           float best = 0.0f;
           int64_t arg = -1;
