@@ -155,9 +155,11 @@ class HMMLanguage:
             if lang.n_states == 1:  # independent tokens: the posterior at every position is the emission row
                 row = torch.cat([lang.emit[0].log(), torch.tensor([float("-inf")], dtype=torch.float64)])
                 return row.float().to(x_t.device).expand(*x_t.shape, lang.vocab_size + 1)
-            logp = torch.log(lang.posterior_marginals(x_t))
-            pad = torch.full((*x_t.shape, 1), float("-inf"), dtype=torch.float64)
-            return torch.cat([logp, pad], -1).float().to(x_t.device)
+            # One float32 [B, L, V + 1] output written in place: no float64 log or concatenated copy.
+            out = torch.empty(*x_t.shape, lang.vocab_size + 1, dtype=torch.float32)
+            out[..., :-1] = lang.posterior_marginals(x_t).log_()
+            out[..., -1] = float("-inf")
+            return out.to(x_t.device)
 
         exact_denoiser.time_agnostic = True
         exact_denoiser.mask_id = self.mask_id

@@ -133,7 +133,7 @@ class _Run:
         self.stats["candidates_scored"] += kk * b
         idx, ess = ops.importance_resample(E, seed=o["seed"], offset=_STRIDE * k + _RESAMPLE,
                                            temperature=o["is_temperature"], row_offset=i0)
-        self.ess.append(ess[rows].cpu())
+        self.ess.append(ess[rows])  # stays on the device; read once, at the end
         return cands[idx, torch.arange(B, device=x.device)]
 
     def first_hitting(self, x, i0, bar):
