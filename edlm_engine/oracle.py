@@ -89,8 +89,10 @@ class HMMLanguage:
         >>> round(float(lang.emit[0, 0] / lang.emit[0, 1]), 6)
         2.0
         """
-        if vocab_size < 1 or not exponent >= 0:
-            raise ValueError(f"vocab_size must be >= 1 and exponent >= 0, got {vocab_size} and {exponent}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1:
+            raise ValueError(f"vocab_size must be an int >= 1, got {vocab_size!r}")
+        if not exponent >= 0 or math.isinf(exponent):
+            raise ValueError(f"exponent must be a finite number >= 0, got {exponent!r}")
         w = torch.arange(1, vocab_size + 1, dtype=torch.float64).pow(-float(exponent))
         return cls(torch.ones(1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64), (w / w.sum())[None])
 
@@ -261,15 +263,19 @@ def steps_to_reach(curve: dict, value: float) -> float:
     >>> steps_to_reach({2: 0.4, 4: 0.2}, 0.1)
     inf
     """
+    if not curve or any(not (isinstance(T, (int, float)) and T > 0) for T in curve):
+        raise ValueError(f"curve must map positive step counts to metric values, got {curve!r}")
+    if math.isnan(value):
+        raise ValueError("value must be a number, got nan")
     xs = sorted(curve)
     if value >= curve[xs[0]]:
         return float(xs[0])
     for lo, hi in zip(xs, xs[1:]):
         a, b = curve[lo], curve[hi]
         if a >= value >= b:
-            if a == b:
-                f = 0.0
-            elif min(a, b, value) > 0:
+            if value == b:  # also covers a == b
+                return float(hi)
+            if min(a, b, value) > 0:
                 f = (math.log(a) - math.log(value)) / (math.log(a) - math.log(b))
             else:
                 f = (a - value) / (a - b)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import edlm_engine
-from edlm_engine.oracle import HMMLanguage, generative_nll, pair_tv, unigram_entropy
+from edlm_engine.oracle import HMMLanguage, generative_nll, pair_tv, steps_to_reach, unigram_entropy
 
 from .markov import pair_counts
 from .stats import P_4SE, chi_square_pvalue
@@ -116,6 +116,17 @@ def test_zipf_language_denoiser_is_its_unigram():
     assert torch.allclose(logits[..., :50].double(), torch.log(lang.posterior_marginals(x_t)), atol=1e-6, rtol=0)
     x = lang.sample(3, 4, seed=0)
     assert torch.allclose(lang.log_prob(x), torch.log(lang.emit[0])[x].sum(1), atol=1e-12, rtol=0)
+
+
+def test_zipf_and_steps_to_reach_refuse_nonsense():
+    for kw, name in ((dict(vocab_size=0), "vocab_size"), (dict(vocab_size=2.5), "vocab_size"),
+                     (dict(exponent=-1.0), "exponent"), (dict(exponent=float("nan")), "exponent")):
+        with pytest.raises(ValueError, match=name):
+            HMMLanguage.zipf(**kw)
+    for curve, value, name in (({}, 0.1, "curve"), ({0: 0.5}, 0.1, "curve"), ({2: 0.5}, float("nan"), "value")):
+        with pytest.raises(ValueError, match=name):
+            steps_to_reach(curve, value)
+    assert steps_to_reach({2: 0.4, 4: 0.2, 8: 0.1}, 0.1) == 8.0
 
 
 def test_fp32_gumbel_loses_the_tail_of_a_50k_vocabulary():
