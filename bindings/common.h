@@ -90,34 +90,38 @@ Logits3<T> view3(const at::Tensor& logits) {
   return Logits3<T>{p, logits.size(0), logits.size(1), logits.size(2), logits.stride(0), logits.stride(1)};
 }
 
-inline const char* row_error_text(int32_t code) {
+// What a status code says of the row it names.
+inline const char* status_text(int32_t code) {
   switch (code) {
-    case kRowNaN:
+    case kNaN:
       return "contains NaN";
-    case kRowPosInf:
+    case kPosInf:
       return "contains +inf";
-    case kRowAllNegInf:
+    case kNotFinite:
+      return "contains NaN or +inf";
+    case kNoFinite:
       return "has no finite logit (all -inf, or every finite entry excluded)";
+    case kInfiniteWeight:
+      return "contains -inf (an infinite weight)";
+    case kNoWeight:
+      return "has every energy +inf (no candidate has weight)";
+    case kBadTarget:
+      return "has a target outside [0, V) (give it weight 0 to skip the row)";
     default:
       return "failed";
   }
 }
 
-// Raises for a failed row of logits; L > 0 names the row as [b, l].
-inline void raise_row_error(Status s, int64_t L, const char* op) {
+// Raises for a failed op.  `what` names the rows ("logits", "energies"); L > 0 names a row as [b, l].
+inline void raise_status(Status s, const char* op, const char* what, int64_t L, int64_t V) {
   if (s.row < 0) return;
+  TORCH_CHECK_VALUE(s.code != kBadExclude, op, ": exclude ids must be in [0, V) = [0, ", V, ")");
+  TORCH_CHECK_VALUE(s.code != kBadPUnmask, op, ": p_unmask must lie in [0, 1]; p_unmask[", s.row / (L > 0 ? L : 1),
+                    "] does not");
   if (L > 0) {
-    TORCH_CHECK_VALUE(false, op, ": logits[", s.row / L, ", ", s.row % L, "] ", row_error_text(s.code));
+    TORCH_CHECK_VALUE(false, op, ": ", what, "[", s.row / L, ", ", s.row % L, "] ", status_text(s.code));
   }
-  TORCH_CHECK_VALUE(false, op, ": logits row ", s.row, " ", row_error_text(s.code));
-}
-
-inline void raise_energy_error(Status s, const char* op) {
-  if (s.row < 0) return;
-  const char* why = s.code == kRowNaN      ? "contains NaN"
-                    : s.code == kRowPosInf ? "contains -inf (an infinite weight)"
-                                           : "has every energy +inf (no candidate has weight)";
-  TORCH_CHECK_VALUE(false, op, ": energies row ", s.row, " ", why);
+  TORCH_CHECK_VALUE(false, op, ": ", what, " row ", s.row, " ", status_text(s.code));
 }
 
 // Validated arguments and allocated outputs, shared by the CPU and CUDA implementations.
@@ -150,11 +154,9 @@ inline CategoricalArgs prepare_categorical(const at::Tensor& logits, int64_t num
     check_same_device(logits, *exclude, "logits", "exclude", op);
     TORCH_CHECK_TYPE(exclude->scalar_type() == at::kLong, op, ": exclude must be int64, got ",
                      exclude->scalar_type());
-    at::Tensor ex = std::get<0>(at::_unique(exclude->reshape({-1}), /*sorted=*/true));
-    // sorted: the first and last ids bound the rest, so one read-back checks the range
-    const bool ok = at::logical_and(ex.select(0, 0) >= 0, ex.select(0, -1) < V).item<bool>();
-    TORCH_CHECK_VALUE(ok, op, ": exclude ids must be in [0, V) = [0, ", V, ")");
-    a.exclude = ex.contiguous();
+    // Sorted, not deduplicated (a unique costs a host sync on a GPU); the kernels check the range and report it
+    // through the status word, the op's one read-back.
+    a.exclude = std::get<0>(exclude->reshape({-1}).sort()).contiguous();
   }
   const auto opts = logits.options();
   a.tokens = at::empty({logits.size(0), num_samples}, opts.dtype(at::kLong));
@@ -183,10 +185,8 @@ inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tens
   MaskedArgs a;
   a.precision = parse_precision(precision, op);
   a.rng = make_rng(seed, offset, row_offset, B * logits.size(1), op);
+  // Its range is checked by the kernels, per row, through the status word (no read-back here).
   a.p_unmask = p_unmask.to(at::kDouble).expand({B}).contiguous();
-  const bool ok = a.p_unmask.numel() == 0 ||
-                  at::logical_and(a.p_unmask >= 0.0, a.p_unmask <= 1.0).all().item<bool>();
-  TORCH_CHECK_VALUE(ok, op, ": p_unmask must lie in [0, 1]");
   a.x_t = x_t.contiguous();
   a.out = at::empty_like(a.x_t);
   return a;
@@ -270,17 +270,6 @@ inline LogprobArgs prepare_logprob(const at::Tensor& logits, const at::Tensor& t
   }
   a.rows = at::empty(lead, logits.options().dtype(at::kDouble));
   return a;
-}
-
-inline void raise_logprob_error(Status s, int64_t L, const char* op) {
-  if (s.row < 0) return;
-  const char* why = s.code == kLpBadTarget ? "has a target outside [0, V) (give it weight 0 to skip the row)"
-                    : s.code == kLpNoFinite ? "has no finite logit (all -inf)"
-                                            : "contains NaN or +inf";
-  if (L > 0) {
-    TORCH_CHECK_VALUE(false, op, ": row [", s.row / L, ", ", s.row % L, "] ", why);
-  }
-  TORCH_CHECK_VALUE(false, op, ": row ", s.row, " ", why);
 }
 
 }  // namespace bind

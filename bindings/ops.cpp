@@ -22,7 +22,7 @@ std::tuple<at::Tensor, at::Tensor> categorical_cpu(const at::Tensor& logits, int
     return cpu::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, ex, n_ex, a.precision,
                             a.tokens.mutable_data_ptr<int64_t>(), a.logp.mutable_data_ptr<double>());
   });
-  raise_row_error(s, 0, "edlm_engine.ops.categorical");
+  raise_status(s, "edlm_engine.ops.categorical", "logits", 0, logits.size(-1));
   return {a.tokens, a.logp};
 }
 
@@ -36,7 +36,7 @@ at::Tensor sample_masked_cpu(const at::Tensor& logits, const at::Tensor& x_t, in
                               a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.precision,
                               a.out.mutable_data_ptr<int64_t>());
   });
-  raise_row_error(s, logits.size(1), "edlm_engine.ops.sample_masked");
+  raise_status(s, "edlm_engine.ops.sample_masked", "logits", logits.size(1), logits.size(2));
   return a.out;
 }
 
@@ -51,7 +51,7 @@ std::tuple<at::Tensor, at::Tensor> sample_candidates_cpu(const at::Tensor& logit
                                   temperature, a.precision, a.x0.mutable_data_ptr<int64_t>(),
                                   a.log_q.mutable_data_ptr<double>());
   });
-  raise_row_error(s, logits.size(1), "edlm_engine.ops.sample_candidates");
+  raise_status(s, "edlm_engine.ops.sample_candidates", "logits", logits.size(1), logits.size(2));
   return {a.x0, a.log_q};
 }
 
@@ -61,7 +61,7 @@ std::tuple<at::Tensor, at::Tensor> importance_resample_cpu(const at::Tensor& ene
   const Status s = cpu::importance_resample(a.energies.const_data_ptr<double>(), a.energies.size(0),
                                             a.energies.size(1), a.rng, temperature,
                                             a.index.mutable_data_ptr<int64_t>(), a.ess.mutable_data_ptr<double>());
-  raise_energy_error(s, "edlm_engine.ops.importance_resample");
+  raise_status(s, "edlm_engine.ops.importance_resample", "energies", 0, 0);
   return {a.index, a.ess};
 }
 
@@ -81,7 +81,7 @@ at::Tensor logprob_cpu(const at::Tensor& logits, const at::Tensor& targets, cons
     return cpu::token_logprob(view3<scalar_t>(logits), a.targets.const_data_ptr<int64_t>(), w,
                               a.rows.mutable_data_ptr<double>());
   });
-  raise_logprob_error(s, dims == 3 ? logits.size(1) : 0, op);
+  raise_status(s, op, "logits", dims == 3 ? logits.size(1) : 0, logits.size(-1));
   if (dims == 2) return a.rows;
   at::Tensor out = at::empty({logits.size(0)}, a.rows.options());
   cpu::sum_rows(a.rows.const_data_ptr<double>(), logits.size(0), logits.size(1), out.mutable_data_ptr<double>());

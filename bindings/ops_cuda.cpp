@@ -1,6 +1,8 @@
 // CUDA implementations of the ops defined in ops.cpp; compiled only in the CUDA build.
-#include <ATen/cuda/CUDAContext.h>
+// The stream comes from c10's header: ATen/cuda/CUDAContext.h pulls in cuBLAS, cuSPARSE and cuSOLVER headers
+// that a toolkit may lack.
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 #include <torch/types.h>
 
@@ -22,21 +24,18 @@ struct DeviceStatus {
   explicit DeviceStatus(const at::Device& dev)
       : word(at::full({1}, -1, at::TensorOptions().dtype(at::kLong).device(dev))) {}
   unsigned long long* ptr() { return reinterpret_cast<unsigned long long*>(word.mutable_data_ptr<int64_t>()); }
-  Status read() const {
-    const auto v = static_cast<unsigned long long>(word.item<int64_t>());
-    Status s;
-    if (v != cuda::kStatusClear) {
-      s.row = int64_t(v >> 8);
-      s.code = int32_t(v & 0xFF);
-    }
-    return s;
-  }
+  Status read() const { return unpack_status(static_cast<unsigned long long>(word.item<int64_t>())); }
 };
 
-at::Tensor workspace(const at::Tensor& like, int64_t rows, int64_t V) {
-  const auto bytes = int64_t(cuda::workspace_bytes(rows, V));
-  return at::empty({bytes > 0 ? bytes : 1}, like.options().dtype(at::kByte));
-}
+// Null when the kernels read no tile stats (temperature 0, no rows).
+struct Workspace {
+  at::Tensor bytes;
+  Workspace(const at::Tensor& like, int64_t rows, int64_t V, double temperature) {
+    const auto n = int64_t(cuda::workspace_bytes(rows, V, temperature));
+    if (n > 0) bytes = at::empty({n}, like.options().dtype(at::kByte));
+  }
+  void* ptr() { return bytes.defined() ? bytes.mutable_data_ptr() : nullptr; }
+};
 
 std::tuple<at::Tensor, at::Tensor> categorical_cuda(const at::Tensor& logits, int64_t num_samples, int64_t seed,
                                                     int64_t offset, double temperature,
@@ -48,15 +47,15 @@ std::tuple<at::Tensor, at::Tensor> categorical_cuda(const at::Tensor& logits, in
                                row_offset);
   const int64_t* ex = a.exclude.defined() ? a.exclude.const_data_ptr<int64_t>() : nullptr;
   const int64_t n_ex = a.exclude.defined() ? a.exclude.numel() : 0;
-  auto ws = workspace(logits, logits.size(0), logits.size(1));
+  Workspace ws(logits, logits.size(0), logits.size(1), temperature);
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, ex, n_ex, a.precision,
                              a.tokens.mutable_data_ptr<int64_t>(), a.logp.mutable_data_ptr<double>(),
-                             ws.mutable_data_ptr(), st.ptr(), at::cuda::getCurrentCUDAStream());
+                             ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
-  raise_row_error(st.read(), 0, op);
+  raise_status(st.read(), op, "logits", 0, logits.size(-1));
   return {a.tokens, a.logp};
 }
 
@@ -67,16 +66,16 @@ at::Tensor sample_masked_cuda(const at::Tensor& logits, const at::Tensor& x_t, i
   const c10::cuda::CUDAGuard guard(logits.device());
   auto a = prepare_sample_masked(logits, x_t, mask_id, p_unmask, seed, offset, temperature, std::string(precision),
                                  row_offset);
-  auto ws = workspace(logits, logits.size(0) * logits.size(1), logits.size(2));
+  Workspace ws(logits, logits.size(0) * logits.size(1), logits.size(2), temperature);
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::sample_masked(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id,
                                a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.precision,
-                               a.out.mutable_data_ptr<int64_t>(), ws.mutable_data_ptr(), st.ptr(),
-                               at::cuda::getCurrentCUDAStream());
+                               a.out.mutable_data_ptr<int64_t>(), ws.ptr(), st.ptr(),
+                               c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
-  raise_row_error(st.read(), logits.size(1), op);
+  raise_status(st.read(), op, "logits", logits.size(1), logits.size(2));
   return a.out;
 }
 
@@ -89,17 +88,17 @@ std::tuple<at::Tensor, at::Tensor> sample_candidates_cuda(const at::Tensor& logi
   auto a = prepare_sample_candidates(logits, x_t, mask_id, k, seed, offset, temperature, std::string(precision),
                                      row_offset);
   const int64_t rows = logits.size(0) * logits.size(1);
-  auto ws = workspace(logits, rows, logits.size(2));
+  Workspace ws(logits, rows, logits.size(2), temperature);
   auto lp = at::empty({rows * k}, logits.options().dtype(at::kDouble));
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::sample_candidates(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, k, a.rng,
                                    temperature, a.precision, a.x0.mutable_data_ptr<int64_t>(),
                                    a.log_q.mutable_data_ptr<double>(), lp.mutable_data_ptr<double>(),
-                                   ws.mutable_data_ptr(), st.ptr(), at::cuda::getCurrentCUDAStream());
+                                   ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
-  raise_row_error(st.read(), logits.size(1), op);
+  raise_status(st.read(), op, "logits", logits.size(1), logits.size(2));
   return {a.x0, a.log_q};
 }
 
@@ -111,9 +110,9 @@ std::tuple<at::Tensor, at::Tensor> importance_resample_cuda(const at::Tensor& en
   DeviceStatus st(energies.device());
   check_cuda(cuda::importance_resample(a.energies.const_data_ptr<double>(), a.energies.size(0), a.energies.size(1),
                                        a.rng, temperature, a.index.mutable_data_ptr<int64_t>(),
-                                       a.ess.mutable_data_ptr<double>(), st.ptr(), at::cuda::getCurrentCUDAStream()),
+                                       a.ess.mutable_data_ptr<double>(), st.ptr(), c10::cuda::getCurrentCUDAStream()),
              op);
-  raise_energy_error(st.read(), op);
+  raise_status(st.read(), op, "energies", 0, 0);
   return {a.index, a.ess};
 }
 
@@ -121,7 +120,7 @@ at::Tensor uniform_cuda(const at::Tensor& like, int64_t seed, int64_t offset, in
   const c10::cuda::CUDAGuard guard(like.device());
   RngArgs rng;
   at::Tensor out = prepare_uniform(like, seed, offset, row_offset, &rng);
-  check_cuda(cuda::uniform(out.numel(), rng, out.mutable_data_ptr<double>(), at::cuda::getCurrentCUDAStream()),
+  check_cuda(cuda::uniform(out.numel(), rng, out.mutable_data_ptr<double>(), c10::cuda::getCurrentCUDAStream()),
              "edlm_engine.ops.uniform");
   return out;
 }
@@ -132,13 +131,13 @@ at::Tensor logprob_cuda(const at::Tensor& logits, const at::Tensor& targets,
   auto a = prepare_logprob(logits, targets, weights, dims, op);
   const double* w = a.weights.defined() ? a.weights.const_data_ptr<double>() : nullptr;
   DeviceStatus st(logits.device());
-  const auto stream = at::cuda::getCurrentCUDAStream();
+  const auto stream = c10::cuda::getCurrentCUDAStream();
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::token_logprob(view3<scalar_t>(logits), a.targets.const_data_ptr<int64_t>(), w,
                                a.rows.mutable_data_ptr<double>(), st.ptr(), stream);
   });
   check_cuda(err, op);
-  raise_logprob_error(st.read(), dims == 3 ? logits.size(1) : 0, op);
+  raise_status(st.read(), op, "logits", dims == 3 ? logits.size(1) : 0, logits.size(-1));
   if (dims == 2) return a.rows;
   at::Tensor out = at::empty({logits.size(0)}, a.rows.options());
   check_cuda(cuda::sum_rows(a.rows.const_data_ptr<double>(), logits.size(0), logits.size(1),

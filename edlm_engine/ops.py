@@ -94,7 +94,7 @@ def categorical(
     seed: int,
     offset: int = 0,
     temperature: float = 1.0,
-    exclude: Optional[Union[torch.Tensor, Sequence[int]]] = None,
+    exclude: Optional[Union[int, torch.Tensor, Sequence[int]]] = None,
     precision: str = "fp64",
     row_offset: int = 0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -111,8 +111,9 @@ def categorical(
         Philox key and stream offset (use a new offset per step of a sampler).
     temperature : float
         ``>= 0``; 0 means argmax (lowest index on ties) with log-probability 0.
-    exclude : sequence of int or int64 Tensor, optional
-        Token ids never drawn; the rest is renormalized.
+    exclude : int, sequence of int or int64 Tensor, optional
+        Token ids never drawn (duplicates allowed); the rest is renormalized.  An id outside ``[0, V)`` is a
+        ``ValueError``.
     precision : {"fp64", "fp32-gumbel"}
         ``"fp64"`` is exact.  ``"fp32-gumbel"`` reproduces the float32 Gumbel-max sampler of the MDLM/EDLM
         reference code, whose 24-bit uniforms cap the Gumbel noise near 16.6 and truncate the tail; it exists
@@ -140,14 +141,26 @@ def categorical(
     seed, offset, temperature, precision, row_offset = _check_common(seed, offset, temperature, precision, row_offset)
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 2 else logits
-    if exclude is not None and not isinstance(exclude, torch.Tensor):
-        exclude = torch.as_tensor(list(exclude), dtype=torch.int64)
     if exclude is not None:
-        if exclude.dtype != torch.int64:
-            raise TypeError(f"exclude must hold int64 token ids, got {exclude.dtype}")
-        exclude = exclude.to(logits.device).reshape(-1)  # its range is checked once, natively
+        exclude = _exclude_tensor(exclude).to(logits.device)  # its range is checked natively, with no read-back
     tokens, logp = _ops.categorical(flat, num_samples, seed, offset, temperature, exclude, precision, row_offset)
     return tokens.reshape(*lead, num_samples), logp.reshape(*lead, num_samples)
+
+
+def _exclude_tensor(exclude) -> torch.Tensor:
+    """A token id, a sequence of them or an int64 tensor, as a flat int64 tensor."""
+    if isinstance(exclude, torch.Tensor):
+        if exclude.dtype != torch.int64:
+            raise TypeError(f"exclude must hold int64 token ids, got {exclude.dtype}")
+        return exclude.reshape(-1)
+    ids = [exclude] if not isinstance(exclude, (list, tuple, range, set, frozenset)) else list(exclude)
+    try:
+        ids = [_check_int("exclude id", i, -(2**63)) for i in ids]
+    except TypeError:
+        raise TypeError(
+            f"exclude must be a token id, a sequence of token ids or an int64 Tensor, got {exclude!r}"
+        ) from None
+    return torch.tensor(ids, dtype=torch.int64)
 
 
 def _p_unmask_tensor(p_unmask, B: int, device) -> torch.Tensor:

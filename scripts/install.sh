@@ -7,6 +7,6 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c "import torch" >/dev/null 2>&1; then
   "$PY" -m pip install -q torch==2.13.0
 fi
-"$PY" -m pip install -q setuptools wheel ninja
+"$PY" -m pip install -q "setuptools>=77" wheel ninja  # 77: the plain-string license in pyproject.toml
 # Without build isolation the build compiles against the installed torch instead of downloading another.
 "$PY" -m pip install -q --no-build-isolation -e ".[test,plot]"

@@ -111,15 +111,15 @@ def test_bad_input_is_a_clear_error():
     t = torch.randint(0, 10, (2, 3))
     bad_t = t.clone()
     bad_t[1, 2] = 10
-    with pytest.raises(ValueError, match=r"row \[1, 2\] has a target outside"):
+    with pytest.raises(ValueError, match=r"logits\[1, 2\] has a target outside"):
         ops.sequence_logprob(logits, bad_t)
     nan = logits.clone()
     nan[0, 1, 4] = float("nan")
-    with pytest.raises(ValueError, match=r"row \[0, 1\] contains NaN"):
+    with pytest.raises(ValueError, match=r"logits\[0, 1\] contains NaN"):
         ops.sequence_logprob(nan, t)
     ninf = logits.clone()
     ninf[1, 0] = float("-inf")
-    with pytest.raises(ValueError, match=r"row \[1, 0\] has no finite logit"):
+    with pytest.raises(ValueError, match=r"logits\[1, 0\] has no finite logit"):
         ops.sequence_logprob(ninf, t)
     with pytest.raises(ValueError, match="targets must have shape"):
         ops.sequence_logprob(logits, t[:, :2])

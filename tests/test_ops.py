@@ -329,6 +329,44 @@ def test_nan_or_inf_in_a_read_row_names_the_row(device):
         ops.sample_candidates(l3, torch.full((2, 3), 49, device=device), 49, 2, seed=0)
 
 
+def test_a_row_with_nan_and_inf_is_a_nan_row(device):
+    # +inf and NaN in different lanes and tiles: the GPU's warps see them in any order, the answer is fixed.
+    logits = torch.zeros(3, 3000, device=device)
+    logits[1, 5] = float("inf")
+    logits[1, 2500] = float("nan")
+    with pytest.raises(ValueError, match="row 1 contains NaN"):
+        ops.categorical(logits, seed=0)
+
+
+def test_exclude_takes_an_int_a_sequence_or_a_tensor(device):
+    logits = torch.zeros(2, 10, device=device)
+    a = ops.categorical(logits, 50, seed=1, exclude=7)[0]
+    b = ops.categorical(logits, 50, seed=1, exclude=np.int64(7))[0]
+    c = ops.categorical(logits, 50, seed=1, exclude=torch.tensor([7, 7], device=device))[0]
+    assert torch.equal(a, b) and torch.equal(a, c) and not (a == 7).any()
+    with pytest.raises(ValueError, match=r"exclude ids must be in \[0, V\) = \[0, 10\)"):
+        ops.categorical(logits, seed=1, exclude=[3, -2])
+    with pytest.raises(TypeError, match="exclude must be a token id"):
+        ops.categorical(logits, seed=1, exclude="7")
+
+
+def test_p_unmask_out_of_range_names_the_sequence(device):
+    logits = torch.zeros(3, 4, 5, device=device)
+    x_t = torch.full((3, 4), 4, device=device)
+    p = torch.tensor([0.5, 0.5, float("nan")], dtype=torch.float64, device=device)
+    with pytest.raises(ValueError, match=r"p_unmask must lie in \[0, 1\]; p_unmask\[2\]"):
+        ops.sample_masked(logits, x_t, 4, p, seed=0)
+
+
+def test_empty_sequences_give_zero_log_q(device):
+    logits = torch.zeros(3, 0, 5, device=device)
+    x0, log_q = ops.sample_candidates(logits, torch.zeros(3, 0, dtype=torch.long, device=device), 4, 2, seed=0)
+    assert x0.shape == (2, 3, 0) and torch.equal(log_q.cpu(), torch.zeros(2, 3, dtype=torch.float64))
+    x0, log_q = ops.sample_candidates(torch.zeros(0, 4, 5, device=device), torch.zeros(0, 4, dtype=torch.long,
+                                      device=device), 4, 2, seed=0)
+    assert x0.shape == (2, 0, 4) and log_q.shape == (2, 0)
+
+
 @pytest.mark.parametrize(
     "call, exc, match",
     [
@@ -409,16 +447,89 @@ def test_cpu_and_cuda_give_identical_tokens(dtype, V):
     for temperature in (1.0, 0.7, 0.0):
         for precision in ("fp64", "fp32-gumbel"):
             kw = dict(seed=3, offset=1, temperature=temperature, precision=precision)
-            cpu = ops.categorical(logits.reshape(-1, V), k, **kw)
-            gpu = ops.categorical(logits.reshape(-1, V).cuda(), k, **kw)
-            assert torch.equal(cpu[0], gpu[0].cpu())
-            assert torch.allclose(cpu[1], gpu[1].cpu(), rtol=0, atol=1e-12)
+            for ex in (None, [V - 1, 0, V - 1]):
+                cpu = ops.categorical(logits.reshape(-1, V), k, exclude=ex, **kw)
+                gpu = ops.categorical(logits.reshape(-1, V).cuda(), k, exclude=ex, **kw)
+                assert torch.equal(cpu[0], gpu[0].cpu())
+                assert torch.allclose(cpu[1], gpu[1].cpu(), rtol=0, atol=1e-12)
             assert torch.equal(ops.sample_masked(logits, x_t, 0, 0.5, **kw),
                                ops.sample_masked(logits.cuda(), x_t.cuda(), 0, 0.5, **kw).cpu())
             c, g = ops.sample_candidates(logits, x_t, 0, k, **kw), ops.sample_candidates(logits.cuda(), x_t.cuda(), 0, k, **kw)
             assert torch.equal(c[0], g[0].cpu())
             assert torch.allclose(c[1], g[1].cpu(), rtol=1e-12, atol=0)
     assert torch.equal(ops.importance_resample(E, seed=2)[0], ops.importance_resample(E.cuda(), seed=2)[0].cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cpu_and_cuda_report_the_same_error():
+    def message(fn, device):
+        with pytest.raises(ValueError) as err:
+            fn(device)
+        return str(err.value).splitlines()[0]
+
+    def nan_and_inf(device):
+        logits = torch.zeros(4, 3000, device=device)
+        logits[2, 7], logits[2, 2900], logits[3, 0] = float("inf"), float("nan"), float("nan")
+        ops.categorical(logits, seed=0)
+
+    def p_unmask(device):
+        p = torch.tensor([0.1, 2.0], dtype=torch.float64, device=device)
+        ops.sample_masked(torch.zeros(2, 3, 5, device=device), torch.full((2, 3), 4, device=device), 4, p, seed=0)
+
+    def exclude(device):
+        ops.categorical(torch.zeros(3, 5, device=device), seed=0, exclude=[1, 5])
+
+    for fn in (nan_and_inf, p_unmask, exclude):
+        assert message(fn, "cpu") == message(fn, "cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_each_op_call_syncs_with_the_host_at_most_once():
+    import warnings
+
+    V, B, L = 1000, 2, 8
+    logits = torch.randn(B, L, V, device="cuda")
+    x_t = torch.full((B, L), 0, device="cuda")
+    p = torch.tensor([0.3, 0.6], dtype=torch.float64, device="cuda")
+    ex = torch.tensor([5, 3, 5], device="cuda")
+    calls = [
+        lambda: ops.categorical(logits[0], 3, seed=0, exclude=ex),
+        lambda: ops.sample_masked(logits, x_t, 0, p, seed=0),
+        lambda: ops.sample_candidates(logits, x_t, 0, 4, seed=0),
+        lambda: ops.importance_resample(torch.randn(B, 4, device="cuda"), seed=0),
+        lambda: ops.sequence_logprob(logits, x_t),
+    ]
+    for call in calls:
+        call()  # warm up allocator and kernels
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                call()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        syncs = [w for w in seen if "synchroniz" in str(w.message)]
+        assert len(syncs) <= 1, [str(w.message) for w in syncs]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_workspace_is_bounded_and_absent_at_temperature_zero():
+    # 65,536 rows of V = 151,936 (one row expanded: the logits take no memory of their own).
+    V, B, L = 151_936, 64, 1024
+    logits = torch.randn(1, 1, V, device="cuda", dtype=torch.bfloat16).expand(B, L, V)
+    x_t = torch.zeros(B, L, dtype=torch.long, device="cuda")
+    extra = {}
+    for temperature in (1.0, 0.0):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        ops.sample_masked(logits, x_t, 0, 0.01, seed=0, temperature=temperature)
+        torch.cuda.synchronize()
+        extra[temperature] = (torch.cuda.max_memory_allocated() - base) / 2**20
+    out_mb = B * L * 8 / 2**20  # x_s, int64, and a copy of x_t at most
+    assert extra[1.0] < 2 * out_mb + 16, extra   # 156 MB when it was sized per row
+    assert extra[0.0] < 2 * out_mb + 1, extra
 
 
 def test_uniform_is_the_bernoulli_of_sample_masked(device):

@@ -5,15 +5,9 @@
 
 #include "macros.h"
 #include "scalar_math.h"
+#include "status.h"
 
 namespace edlm {
-
-enum LogprobStatus : int32_t {
-  kLpOk = 0,
-  kLpNaN = 1,          // NaN (or +inf) in the logits of a row that is read
-  kLpNoFinite = 2,     // every logit of the row is -inf
-  kLpBadTarget = 3,    // target outside [0, V) on a row with nonzero weight
-};
 
 // exp(x) in float, branch-free so loops over it vectorize; 0 below -87 (relative weight < 2^-125).
 // Relative error about 1e-7; the sums it feeds are accumulated in float64.

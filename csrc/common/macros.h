@@ -1,4 +1,4 @@
-// Shared qualifiers so the same scalar code compiles for host (C++17) and device (nvcc).
+// Shared qualifiers so the same scalar code compiles for host (C++20) and device (nvcc).
 #pragma once
 
 #if defined(__CUDACC__)

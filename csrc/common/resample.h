@@ -15,11 +15,11 @@ EDLM_HD int32_t resample_row(const double* E, int64_t k, double temperature, dou
                              double* ess) {
   double e_min = 1.0 / 0.0;
   for (int64_t j = 0; j < k; ++j) {
-    if (is_nan(E[j])) return kRowNaN;
-    if (E[j] == -1.0 / 0.0) return kRowPosInf;  // infinite weight
+    if (is_nan(E[j])) return kNaN;
+    if (E[j] == -1.0 / 0.0) return kInfiniteWeight;
     if (E[j] < e_min) e_min = E[j];
   }
-  if (e_min == 1.0 / 0.0) return kRowAllNegInf;
+  if (e_min == 1.0 / 0.0) return kNoWeight;
   double sum = 0.0, sum2 = 0.0;
   for (int64_t j = 0; j < k; ++j) {
     const double w = temperature > 0.0 ? exp_det(-(E[j] - e_min) / temperature) : (E[j] == e_min ? 1.0 : 0.0);
@@ -37,12 +37,12 @@ EDLM_HD int32_t resample_row(const double* E, int64_t k, double temperature, dou
       c = c + w;
       if (c > target) {
         *index = j;
-        return kRowOk;
+        return kOk;
       }
     }
   }
   *index = last;
-  return kRowOk;
+  return kOk;
 }
 
 }  // namespace edlm

@@ -18,6 +18,7 @@
 #include "macros.h"
 #include "philox.h"
 #include "scalar_math.h"
+#include "status.h"
 
 namespace edlm {
 
@@ -25,19 +26,12 @@ constexpr int kLanes = 32;
 constexpr int kLaneWidth = 32;
 constexpr int64_t kTile = int64_t(kLanes) * kLaneWidth;
 
-enum RowStatus : int32_t {
-  kRowOk = 0,
-  kRowNaN = 1,        // a NaN logit
-  kRowPosInf = 2,     // a +inf logit: softmax undefined
-  kRowAllNegInf = 3,  // every (non-excluded) logit is -inf
-};
-
 template <typename T>
 struct RowInput {
   const T* x;           // V logits, contiguous
   int64_t V;
   double inv_tau;       // 1 / temperature
-  const int64_t* excl;  // sorted, unique token ids that are never drawn (may be null)
+  const int64_t* excl;  // sorted token ids that are never drawn, duplicates allowed (may be null)
   int64_t n_excl;
 };
 
@@ -70,6 +64,15 @@ EDLM_HD int64_t first_excluded_from(const int64_t* excl, int64_t n, int64_t v) {
   return lo;
 }
 
+// Whether v is excluded; *e is the scan position in the sorted list, moved past every copy of v (the list may
+// hold duplicates: sorting it costs no host sync, removing duplicates on a GPU does).
+template <typename T>
+EDLM_HD bool excluded(const RowInput<T>& in, int64_t* e, int64_t v) {
+  if (!in.excl || *e >= in.n_excl || in.excl[*e] != v) return false;
+  while (*e < in.n_excl && in.excl[*e] == v) ++*e;
+  return true;
+}
+
 template <typename T>
 EDLM_HD double load_z(const RowInput<T>& in, int64_t v) {
   return double(to_float(in.x[v])) * in.inv_tau;
@@ -82,12 +85,9 @@ EDLM_HD double lane_max(const RowInput<T>& in, int64_t begin, int64_t end, int32
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
     const double z = load_z(in, v);
-    if (is_nan(z)) *status = kRowNaN;
-    if (z > 1.79769313486231570815e+308 && *status == kRowOk) *status = kRowPosInf;
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (is_nan(z)) *status = merge_status(*status, kNaN);
+    if (z > 1.79769313486231570815e+308) *status = merge_status(*status, kPosInf);
+    if (excluded(in, &e, v)) continue;
     if (z > m) m = z;
   }
   return m;
@@ -99,10 +99,7 @@ EDLM_HD double lane_sum(const RowInput<T>& in, int64_t begin, int64_t end, doubl
   double s = 0.0;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (excluded(in, &e, v)) continue;
     s += exp_det(load_z(in, v) - m);
   }
   return s;
@@ -126,14 +123,14 @@ EDLM_HD double tree32(double* a) {
 }
 
 // Sequential-over-tiles summary: fills M, Z, log_Z and turns ts[t].c from S_t into C_t.
-// Requires ts[t].m and ts[t].c = S_t from the pass.  Returns kRowAllNegInf when nothing is drawable.
+// Requires ts[t].m and ts[t].c = S_t from the pass.  Returns kNoFinite when nothing is drawable.
 EDLM_HD int32_t summarize_row(TileStat* ts, int64_t n_tiles, RowSummary* out) {
   double M = neg_inf();
   for (int64_t t = 0; t < n_tiles; ++t)
     if (ts[t].m > M) M = ts[t].m;
   out->M = M;
   out->n_tiles = n_tiles;
-  if (M == neg_inf()) return kRowAllNegInf;
+  if (M == neg_inf()) return kNoFinite;
   double c = 0.0;
   for (int64_t t = 0; t < n_tiles; ++t) {
     if (ts[t].m != neg_inf()) c = c + ts[t].c * exp_det(ts[t].m - M);
@@ -141,7 +138,7 @@ EDLM_HD int32_t summarize_row(TileStat* ts, int64_t n_tiles, RowSummary* out) {
   }
   out->Z = c;
   out->log_Z = log_det(c);
-  return kRowOk;
+  return kOk;
 }
 
 // Lane choice inside a tile: first lane whose running sum exceeds r; rounding fallback: last lane with
@@ -171,10 +168,7 @@ EDLM_HD int64_t select_in_lane(const RowInput<T>& in, int64_t begin, int64_t end
   int64_t last = -1;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (excluded(in, &e, v)) continue;
     const double w = exp_det(load_z(in, v) - m);
     if (w > 0.0) {
       last = v;
@@ -233,11 +227,8 @@ EDLM_HD void lane_argmax(const RowInput<T>& in, int64_t begin, int64_t end, floa
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
     const float z = to_float(in.x[v]);
-    if (z != z) *status = kRowNaN;
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (z != z) *status = merge_status(*status, kNaN);
+    if (excluded(in, &e, v)) continue;
     if (*arg < 0 || z > *best) {
       *best = z;
       *arg = v;
@@ -270,10 +261,7 @@ EDLM_HD float lane_max_f32(const RowInput<T>& in, int64_t begin, int64_t end) {
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   const float inv_tau = float(in.inv_tau);
   for (int64_t v = begin; v < end; ++v) {
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (excluded(in, &e, v)) continue;
     const float z = to_float(in.x[v]) * inv_tau;
     if (z > m) m = z;
   }
@@ -293,10 +281,7 @@ EDLM_HD void gumbel_scan(const RowInput<T>& in, int64_t begin, int64_t end, floa
       blk_id = v / 4;
       blk = random_block(seed, offset, row, gumbel_sub(j, v, in.V));
     }
-    if (in.excl && e < in.n_excl && in.excl[e] == v) {
-      ++e;
-      continue;
-    }
+    if (excluded(in, &e, v)) continue;
     const float prob = float(exp_det(double(to_float(in.x[v]) * inv_tau) - double(m)));
     const float score = gumbel_ref_score(prob, uniform24(blk.v[v & 3]));
     if (*arg < 0 || score > *best) {

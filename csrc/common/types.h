@@ -5,16 +5,11 @@
 
 #include "macros.h"
 #include "row_sampler.h"
+#include "status.h"
 
 namespace edlm {
 
 enum class Precision : int32_t { kFP64 = 0, kFP32Gumbel = 1 };
-
-// First failing row (lowest index among the rows that were read) and why; row = -1 when all is well.
-struct Status {
-  int32_t code = kRowOk;
-  int64_t row = -1;
-};
 
 // Strided view of [B, L, V] (or [R, 1, V]) logits whose last dimension is contiguous.
 template <typename T>

@@ -43,7 +43,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void max_sumexp(con
 }
 
 void keep_first(Status& st, int32_t code, int64_t row) {
-  if (code == kLpOk) return;
+  if (code == kOk) return;
 #pragma omp critical(edlm_lp_status)
   if (st.row < 0 || row < st.row) {
     st.row = row;
@@ -70,7 +70,7 @@ Status token_logprob(Logits3<T> logits, const int64_t* targets,
       }
       const int64_t tgt = targets[r];
       if (tgt < 0 || tgt >= V) {
-        keep_first(st, kLpBadTarget, r);
+        keep_first(st, kBadTarget, r);
         out[r] = 0.0;
         continue;
       }
@@ -87,12 +87,12 @@ Status token_logprob(Logits3<T> logits, const int64_t* targets,
       double s;
       max_sumexp(x, V, &m, &s);
       if (m == -INFINITY) {
-        keep_first(st, kLpNoFinite, r);
+        keep_first(st, kNoFinite, r);
         out[r] = 0.0;
         continue;
       }
       if (!(s < INFINITY) || std::isnan(m)) {  // NaN or +inf somewhere in the row
-        keep_first(st, kLpNaN, r);
+        keep_first(st, kNotFinite, r);
         out[r] = 0.0;
         continue;
       }

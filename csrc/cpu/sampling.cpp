@@ -17,7 +17,7 @@ namespace {
 struct StatusCollector {
   Status s;
   void add(int32_t code, int64_t row) {
-    if (code == kRowOk) return;
+    if (code == kOk) return;
 #pragma omp critical(edlm_status)
     if (s.row < 0 || row < s.row) {
       s.row = row;
@@ -38,7 +38,7 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void exp_shifted(do
 template <typename T>
 int32_t row_pass(const RowInput<T>& in, TileStat* ts) {
   alignas(64) double z[kTile];
-  int32_t status = kRowOk;
+  int32_t status = kOk;
   const int64_t n_tiles = num_tiles(in.V);
   int64_t e = 0;
   for (int64_t t = 0; t < n_tiles; ++t) {
@@ -48,8 +48,8 @@ int32_t row_pass(const RowInput<T>& in, TileStat* ts) {
     double m = neg_inf();
     for (int64_t i = 0; i < n; ++i) z[i] = double(to_float(x[i])) * in.inv_tau;
     for (int64_t i = 0; i < n; ++i) {
-      if (is_nan(z[i])) status = kRowNaN;
-      if (z[i] > std::numeric_limits<double>::max() && status == kRowOk) status = kRowPosInf;
+      if (is_nan(z[i])) status = merge_status(status, kNaN);
+      if (z[i] > std::numeric_limits<double>::max()) status = merge_status(status, kPosInf);
     }
     if (in.excl)
       for (; e < in.n_excl && in.excl[e] < base + n; ++e) z[in.excl[e] - base] = neg_inf();
@@ -106,7 +106,7 @@ int64_t argmax_row(const RowInput<T>& in, int32_t* status) {
   float best = 0.0f;
   int64_t arg = -1;
   lane_argmax(in, 0, in.V, &best, &arg, status);
-  if (*status == kRowOk && (arg < 0 || best == -std::numeric_limits<float>::infinity())) *status = kRowAllNegInf;
+  if (*status == kOk && (arg < 0 || best == -std::numeric_limits<float>::infinity())) *status = kNoFinite;
   return arg;
 }
 
@@ -133,7 +133,7 @@ template <typename T>
 int32_t summarize(const RowInput<T>& in, Scratch& sc, RowSummary* sum) {
   sc.ts.resize(num_tiles(in.V));
   const int32_t st = row_pass(in, sc.ts.data());
-  return st == kRowOk ? summarize_row(sc.ts.data(), sc.ts.size(), sum) : st;
+  return st == kOk ? summarize_row(sc.ts.data(), sc.ts.size(), sum) : st;
 }
 
 // All draws of one row.  sub-stream j gives draw j's uniform (words 0,1 of the block); row is global.
@@ -141,18 +141,18 @@ template <typename T>
 int32_t sample_row(const RowInput<T>& in, double temperature, Precision precision, RngArgs rng, uint64_t row,
                    int64_t n, Scratch& sc, int64_t* tokens, double* logp) {
   if (temperature == 0.0) {
-    int32_t st = kRowOk;
+    int32_t st = kOk;
     const int64_t arg = argmax_row(in, &st);
-    if (st != kRowOk) return st;
+    if (st != kOk) return st;
     for (int64_t j = 0; j < n; ++j) {
       tokens[j] = arg;
       logp[j] = 0.0;
     }
-    return kRowOk;
+    return kOk;
   }
   RowSummary s;
   const int32_t st = summarize(in, sc, &s);
-  if (st != kRowOk) return st;
+  if (st != kOk) return st;
   if (precision == Precision::kFP32Gumbel) {
     for (int64_t j = 0; j < n; ++j) tokens[j] = gumbel_row(in, rng, row, j);
   } else {
@@ -164,7 +164,7 @@ int32_t sample_row(const RowInput<T>& in, double temperature, Precision precisio
     draw_many(in, sc.ts.data(), s, sc.u.data(), n, tokens, sc.order, sc.rem);
   }
   for (int64_t j = 0; j < n; ++j) logp[j] = token_logp(in, s, tokens[j]);
-  return kRowOk;
+  return kOk;
 }
 
 }  // namespace
@@ -175,6 +175,8 @@ template <typename T>
 Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double temperature, const int64_t* excl,
                    int64_t n_excl, Precision precision, int64_t* tokens, double* logp) {
   const int64_t rows = lg.B * lg.L;
+  // Reported at row 0, as the CUDA kernel (which checks in every row) reports it.
+  if (rows > 0 && !valid_exclude(excl, n_excl, lg.V)) return Status{kBadExclude, 0};
   const double inv_tau = temperature > 0 ? 1.0 / temperature : 1.0;
   auto input = [&](int64_t r) { return RowInput<T>{lg.row(r / lg.L, r % lg.L), lg.V, inv_tau, excl, n_excl}; };
   StatusCollector sc_all;
@@ -223,6 +225,10 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
 #pragma omp for schedule(dynamic, 16)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t b = r / lg.L;
+      if (!valid_probability(p_unmask[b])) {
+        sc_all.add(kBadPUnmask, r);
+        continue;
+      }
       if (x_t[r] != mask_id) {
         x_s[r] = x_t[r];
         continue;
@@ -232,7 +238,7 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
       if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
         RowSummary sum;
         const int32_t st = summarize(in, sc, &sum);
-        if (st == kRowOk) {
+        if (st == kOk) {
           float best = 0.0f;
           int64_t arg = -1;
           gumbel_masked_scan(in, 0, lg.V, sum, p_unmask[b], mask_id, rng.seed, rng.offset, row, &best, &arg);

@@ -9,7 +9,7 @@ namespace edlm {
 
 namespace cpu {
 
-// tokens/logp: [rows, num_samples]; excl: sorted unique ids.
+// tokens/logp: [rows, num_samples]; excl: sorted ids, duplicates allowed; an id outside [0, V) is kBadExclude.
 template <typename T>
 Status categorical(Logits3<T> logits, int64_t num_samples, RngArgs rng, double temperature,
                    const int64_t* excl, int64_t n_excl, Precision precision, int64_t* tokens, double* logp);

@@ -3,28 +3,26 @@
 #include <stdint.h>
 
 #include "logprob.cuh"
+#include "status.cuh"
 
 namespace edlm {
 namespace cuda {
 namespace {
 
 constexpr int kThreads = 256;
-
-__device__ void report(unsigned long long* status, int64_t row, int32_t code) {
-  atomicMin(status, (static_cast<unsigned long long>(row) << 8) | static_cast<unsigned long long>(code));
-}
+constexpr int64_t kMaxGrid = 0x7FFFFFFF;  // CUDA's limit on gridDim.x: more rows take more launches
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) token_logprob_kernel(Logits3<T> logits, const int64_t* targets, const double* weights,
-                                                                 double* out, unsigned long long* status) {
-  const int64_t r = blockIdx.x, R = logits.B * logits.L, V = logits.V;
+                                                                 double* out, unsigned long long* status, int64_t first_row) {
+  const int64_t r = first_row + blockIdx.x, R = logits.B * logits.L, V = logits.V;
   if (r >= R) return;
   const double w = weights ? weights[r] : 1.0;
   const int64_t tgt = targets[r];
   if (w == 0.0 || tgt < 0 || tgt >= V) {
     if (threadIdx.x == 0) {
       out[r] = 0.0;
-      if (w != 0.0) report(status, r, kLpBadTarget);
+      if (w != 0.0) report(status, r, kBadTarget);
     }
     return;
   }
@@ -66,10 +64,10 @@ __global__ void __launch_bounds__(kThreads) token_logprob_kernel(Logits3<T> logi
     double total = 0.0;
     for (int i = 0; i < kThreads / 32; ++i) total += s_s[i];
     if (m == -1.0f / 0.0f) {
-      report(status, r, kLpNoFinite);
+      report(status, r, kNoFinite);
       out[r] = 0.0;
     } else if (!(total < 1.0 / 0.0) || m != m) {
-      report(status, r, kLpNaN);
+      report(status, r, kNotFinite);
       out[r] = 0.0;
     } else {
       out[r] = w * logprob_from_lse(to_float(x[tgt]), m, total);
@@ -92,9 +90,13 @@ cudaError_t token_logprob(Logits3<T> logits, const int64_t* targets,
                           const double* weights, double* out, unsigned long long* status, cudaStream_t stream) {
   const int64_t R = logits.B * logits.L;
   if (R == 0) return cudaSuccess;
-  if (R > 0x7FFFFFFFll) return cudaErrorInvalidValue;
-  token_logprob_kernel<T><<<unsigned(R), kThreads, 0, stream>>>(logits, targets, weights, out, status);
-  return cudaGetLastError();
+  for (int64_t first = 0; first < R; first += kMaxGrid) {
+    const int64_t n = R - first < kMaxGrid ? R - first : kMaxGrid;
+    token_logprob_kernel<T><<<unsigned(n), kThreads, 0, stream>>>(logits, targets, weights, out, status, first);
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 cudaError_t sum_rows(const double* rows, int64_t N, int64_t L, double* out, cudaStream_t stream) {

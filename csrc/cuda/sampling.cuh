@@ -1,20 +1,20 @@
 // CUDA launchers for the sampling kernels: raw pointers and a stream in, cudaError_t out.  No torch here.
 //
-// Each launcher needs a device workspace of workspace_bytes(rows, V) bytes and a device status word that
-// the caller sets to kStatusClear; a failing row leaves (row << 8 | code) there, the lowest such row winning.
+// Each launcher needs a device workspace of workspace_bytes(rows, V, temperature) bytes (0 at temperature 0,
+// and bounded whatever the row count: blocks stride over the rows) and a device status word that the caller
+// sets to kStatusClear (status.h); a failing row leaves (row << 8 | code) there, the lowest such row winning.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "../common/status.h"
 #include "../common/types.h"
 
 namespace edlm {
 namespace cuda {
 
-constexpr unsigned long long kStatusClear = ~0ull;
-
-size_t workspace_bytes(int64_t rows, int64_t V);
+size_t workspace_bytes(int64_t rows, int64_t V, double temperature);
 
 template <typename T>
 cudaError_t categorical(Logits3<T> logits, int64_t num_samples, RngArgs rng, double temperature,

@@ -7,6 +7,7 @@
 #include "../../csrc/common/philox.h"
 #include "../../csrc/common/row_sampler.h"
 #include "../../csrc/common/scalar_math.h"
+#include "../../csrc/common/status.h"
 #include "../../csrc/cpu/sampling.h"
 
 namespace {
@@ -118,7 +119,70 @@ void test_status_names_the_first_bad_row() {
   edlm::Logits3<float> lg{logits.data(), 4, 1, 3, 3, 0};
   const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, nullptr, 0,
                                                 edlm::Precision::kFP64, tok, lp);
-  check(s.row == 2 && s.code == edlm::kRowNaN, "status names row 2 as NaN");
+  check(s.row == 2 && s.code == edlm::kNaN, "status names row 2 as NaN");
+}
+
+// A row holding a +inf and a NaN in different lanes is a NaN row on both devices: the CPU pass merges faults
+// in entry order, the CUDA kernel ORs each lane's fault as a bit in whatever order the warps finish.
+void test_nan_takes_precedence_over_inf_in_any_order() {
+  const int64_t V = 3000;
+  std::vector<float> x(V, 0.0f);
+  x[5] = INFINITY;   // lane 0 of tile 0
+  x[2500] = NAN;     // a lane of tile 2
+  const edlm::RowInput<float> in{x.data(), V, 1.0, nullptr, 0};
+  std::vector<int32_t> lane_codes;
+  for (int64_t t = 0; t < edlm::num_tiles(V); ++t)
+    for (int l = 0; l < edlm::kLanes; ++l) {
+      int32_t st = edlm::kOk;
+      edlm::lane_max(in, edlm::lane_begin(t, l, V), edlm::lane_end(t, l, V), &st);
+      if (st != edlm::kOk) lane_codes.push_back(st);
+    }
+  check(lane_codes.size() == 2, "two lanes see a fault");
+  uint32_t forward = 0, backward = 0;
+  for (size_t i = 0; i < lane_codes.size(); ++i) {
+    forward |= edlm::status_bit(lane_codes[i]);
+    backward |= edlm::status_bit(lane_codes[lane_codes.size() - 1 - i]);
+  }
+  check(edlm::status_of_bits(forward) == edlm::kNaN, "CUDA-style merge names NaN");
+  check(edlm::status_of_bits(backward) == edlm::kNaN, "CUDA-style merge names NaN in either order");
+  check(edlm::merge_status(edlm::kPosInf, edlm::kNaN) == edlm::kNaN, "merge: NaN after +inf");
+  check(edlm::merge_status(edlm::kNaN, edlm::kPosInf) == edlm::kNaN, "merge: +inf after NaN");
+  int64_t tok;
+  double lp;
+  const edlm::Logits3<float> lg{x.data(), 1, 1, V, V, 0};
+  const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, nullptr, 0,
+                                                edlm::Precision::kFP64, &tok, &lp);
+  check(s.row == 0 && s.code == edlm::kNaN, "CPU kernel names NaN");
+}
+
+// Arguments the kernels check themselves (no host read-back): exclude ids and p_unmask.
+void test_kernel_argument_checks() {
+  const int64_t V = 6, n = 2000;
+  std::vector<float> x(2 * V, 0.0f);
+  const edlm::Logits3<float> lg{x.data(), 2, 1, V, V, 0};
+  std::vector<int64_t> tok(2 * n), tok2(2 * n);
+  std::vector<double> lp(2 * n);
+  const int64_t dup[4] = {1, 1, 4, 4}, uniq[2] = {1, 4}, neg[2] = {-1, 3}, big[2] = {3, 6};
+  edlm::Status s = edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, dup, 4, edlm::Precision::kFP64,
+                                          tok.data(), lp.data());
+  check(s.row < 0, "duplicated exclude ids are accepted");
+  edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, uniq, 2, edlm::Precision::kFP64, tok2.data(), lp.data());
+  check(tok == tok2, "duplicates change no draw");
+  bool never = true;
+  for (int64_t t : tok) never = never && t != 1 && t != 4;
+  check(never, "excluded ids are never drawn");
+  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, neg, 2, edlm::Precision::kFP64, tok.data(),
+                             lp.data());
+  check(s.row == 0 && s.code == edlm::kBadExclude, "negative exclude id");
+  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, big, 2, edlm::Precision::kFP64, tok.data(),
+                             lp.data());
+  check(s.row == 0 && s.code == edlm::kBadExclude, "exclude id V");
+  const edlm::Logits3<float> lg3{x.data(), 2, 3, 2, 6, 2};
+  const int64_t x_t[6] = {0, 0, 0, 1, 1, 1};
+  const double p_bad[2] = {0.5, NAN};
+  int64_t x_s[6];
+  s = edlm::cpu::sample_masked(lg3, x_t, 0, p_bad, edlm::RngArgs{3, 0, 0}, 1.0, edlm::Precision::kFP64, x_s);
+  check(s.row == 3 && s.code == edlm::kBadPUnmask, "p_unmask NaN names the first row of its sequence");
 }
 
 // The fp32-gumbel masked step skips tokens that cannot beat the best score so far; the argmax must equal the
@@ -195,6 +259,8 @@ int main() {
   test_tree32_matches_butterfly();
   test_categorical_frequencies();
   test_status_names_the_first_bad_row();
+  test_nan_takes_precedence_over_inf_in_any_order();
+  test_kernel_argument_checks();
   test_gumbel_masked_skip_keeps_the_reference_argmax();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);
