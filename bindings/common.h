@@ -124,11 +124,29 @@ inline void raise_status(Status s, const char* op, const char* what, int64_t L, 
   TORCH_CHECK_VALUE(false, op, ": ", what, " row ", s.row, " ", status_text(s.code));
 }
 
-// Validated arguments and allocated outputs, shared by the CPU and CUDA implementations.
-struct CategoricalArgs {
-  at::Tensor logits, exclude, tokens, logp;
+// What every sampling op takes besides its tensors, checked once: the temperature, the precision, the RNG stream,
+// and the draws per row the stream has room for (fp32-gumbel spends a quarter Philox block per entry and draw).
+struct DrawArgs {
   RngArgs rng;
   Precision precision;
+};
+
+inline DrawArgs draw_args(double temperature, const std::string& precision, int64_t seed, int64_t offset,
+                          int64_t row_offset, int64_t rows, int64_t draws, int64_t V, const char* op) {
+  check_temperature(temperature, op);
+  const DrawArgs d{make_rng(seed, offset, row_offset, rows, op), parse_precision(precision, op)};
+  if (d.precision == Precision::kFP32Gumbel) {
+    TORCH_CHECK_VALUE(uint64_t(draws) * uint64_t((V + 3) / 4) + 1 < kMaxSub, op,
+                      ": fp32-gumbel supports draws per row * V / 4 < 2^40");
+  } else {
+    TORCH_CHECK_VALUE(uint64_t(draws) < kMaxSub, op, ": draws per row must be < 2^40");
+  }
+  return d;
+}
+
+// Validated arguments and allocated outputs, shared by the CPU and CUDA implementations.
+struct CategoricalArgs : DrawArgs {
+  at::Tensor logits, exclude, tokens, logp;
 };
 
 inline CategoricalArgs prepare_categorical(const at::Tensor& logits, int64_t num_samples, int64_t seed,
@@ -137,18 +155,9 @@ inline CategoricalArgs prepare_categorical(const at::Tensor& logits, int64_t num
                                            int64_t row_offset) {
   const char* op = "edlm_engine.ops.categorical";
   check_logits(logits, 2, op);
-  check_temperature(temperature, op);
   TORCH_CHECK_VALUE(num_samples >= 1, op, ": num_samples must be >= 1, got ", num_samples);
-  CategoricalArgs a;
-  a.precision = parse_precision(precision, op);
-  a.rng = make_rng(seed, offset, row_offset, logits.size(0), op);
-  const int64_t V = logits.size(1);
-  if (a.precision == Precision::kFP32Gumbel) {
-    TORCH_CHECK_VALUE(uint64_t(num_samples) * uint64_t((V + 3) / 4) + 1 < kMaxSub, op,
-                      ": fp32-gumbel supports num_samples * V / 4 < 2^40");
-  } else {
-    TORCH_CHECK_VALUE(uint64_t(num_samples) < kMaxSub, op, ": num_samples must be < 2^40");
-  }
+  CategoricalArgs a{draw_args(temperature, precision, seed, offset, row_offset, logits.size(0), num_samples,
+                              logits.size(1), op)};
   a.logits = logits;
   if (exclude.has_value() && exclude->numel() > 0) {
     check_same_device(logits, *exclude, "logits", "exclude", op);
@@ -164,10 +173,8 @@ inline CategoricalArgs prepare_categorical(const at::Tensor& logits, int64_t num
   return a;
 }
 
-struct MaskedArgs {
+struct MaskedArgs : DrawArgs {
   at::Tensor x_t, p_unmask, out;
-  RngArgs rng;
-  Precision precision;
 };
 
 inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
@@ -175,16 +182,13 @@ inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tens
                                         const std::string& precision, int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_masked";
   check_masked_inputs(logits, x_t, mask_id, op);
-  check_temperature(temperature, op);
   check_same_device(logits, p_unmask, "logits", "p_unmask", op);
   const int64_t B = logits.size(0);
   TORCH_CHECK_TYPE(p_unmask.is_floating_point(), op, ": p_unmask must be a float tensor, got ",
                    p_unmask.scalar_type());
   TORCH_CHECK_VALUE(p_unmask.dim() == 0 || (p_unmask.dim() == 1 && p_unmask.size(0) == B), op,
                     ": p_unmask must be a scalar or have shape [B] = [", B, "], got ", p_unmask.sizes());
-  MaskedArgs a;
-  a.precision = parse_precision(precision, op);
-  a.rng = make_rng(seed, offset, row_offset, B * logits.size(1), op);
+  MaskedArgs a{draw_args(temperature, precision, seed, offset, row_offset, B * logits.size(1), 1, logits.size(2), op)};
   // Its range is checked by the kernels, per row, through the status word (no read-back here).
   a.p_unmask = p_unmask.to(at::kDouble).expand({B}).contiguous();
   a.x_t = x_t.contiguous();
@@ -192,10 +196,8 @@ inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tens
   return a;
 }
 
-struct CandidateArgs {
+struct CandidateArgs : DrawArgs {
   at::Tensor x_t, x0, log_q;
-  RngArgs rng;
-  Precision precision;
 };
 
 inline CandidateArgs prepare_sample_candidates(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
@@ -203,15 +205,9 @@ inline CandidateArgs prepare_sample_candidates(const at::Tensor& logits, const a
                                                const std::string& precision, int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_candidates";
   check_masked_inputs(logits, x_t, mask_id, op);
-  check_temperature(temperature, op);
   TORCH_CHECK_VALUE(k >= 1, op, ": k must be >= 1, got ", k);
-  CandidateArgs a;
-  a.precision = parse_precision(precision, op);
-  a.rng = make_rng(seed, offset, row_offset, logits.size(0) * logits.size(1), op);
-  if (a.precision == Precision::kFP32Gumbel) {
-    TORCH_CHECK_VALUE(uint64_t(k) * uint64_t((logits.size(2) + 3) / 4) + 1 < kMaxSub, op,
-                      ": fp32-gumbel supports k * V / 4 < 2^40");
-  }
+  CandidateArgs a{draw_args(temperature, precision, seed, offset, row_offset, logits.size(0) * logits.size(1), k,
+                            logits.size(2), op)};
   a.x_t = x_t.contiguous();
   const auto opts = x_t.options();
   a.x0 = at::empty({k, logits.size(0), logits.size(1)}, opts);

@@ -7,16 +7,22 @@ torch.Size([2, 3])
 """
 
 from . import ops
+from .config import SampleConfig
 from .models import CausalLMEnergy, Denoiser, Energy, LogLikelihoodEnergy, as_denoiser, as_energy
 from .ops import build_info
 from .sampler import SampleOutput, sample
+from .samplers import SAMPLERS, Sampler, register_sampler
 from .schedules import LinearSchedule, LogLinearSchedule, Schedule
 
 __version__ = build_info()["version"]
 
 __all__ = [
     "sample",
+    "SampleConfig",
     "SampleOutput",
+    "Sampler",
+    "SAMPLERS",
+    "register_sampler",
     "ops",
     "Energy",
     "LogLikelihoodEnergy",

@@ -8,12 +8,15 @@ what the build contains.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from dataclasses import fields
 
 import torch
 
 from . import ops
+from .config import GROUPS, SampleConfig
 
 
 def _tail_race(seed: int) -> None:
@@ -125,43 +128,58 @@ class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
 
 
-def _load_models(args):
-    from .models import as_denoiser, as_energy
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--field-name`` flag per SampleConfig field, grouped by role, with the config's default and help."""
+    groups = {g: parser.add_argument_group(f"{g} options") for g in GROUPS}
+    for f in fields(SampleConfig):
+        spec = dict(f.metadata["cli"])
+        shown = "none" if f.default is None else " ".join(map(str, f.default)) if isinstance(f.default, tuple) \
+            else f.default
+        text = f.metadata["help"]
+        kw = dict(default=f.default, help=text if "default:" in text else f"{text} (default: {shown})")
+        if spec.get("type") is bool:
+            spec = dict(action=argparse.BooleanOptionalAction)
+        groups[f.metadata["group"]].add_argument("--" + f.name.replace("_", "-"), **spec, **kw)
 
+
+def config_from_args(args: argparse.Namespace) -> SampleConfig:
+    """The SampleConfig the flags describe; a bad value is a CliError naming the flag."""
+    try:
+        return SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
+    except ValueError as e:
+        raise CliError(re.sub(r"SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
+
+
+def _load_models(args, cfg: SampleConfig):
+    """The denoiser and energy of --model / --energy, loaded once for every batch; and a decoder of tokens."""
+    from .models import local_path_or_hub_name
+    from .sampler import resolve_models
+
+    if args.energy == "oracle" and args.model != "oracle":
+        raise CliError("--energy oracle goes with --model oracle")
+    model, energy, decode = args.model, args.energy, None
     if args.model == "oracle":
         from .oracle import HMMLanguage
 
         lang = HMMLanguage.english()
-        decode = lang.decode
-        model = as_denoiser(lang.denoiser())
-    else:
-        import os
-
-        if args.model.startswith((".", "/", "~")) and not os.path.exists(os.path.expanduser(args.model)):
-            raise CliError(f"--model {args.model}: no such file or directory")
-        dtype = getattr(torch, args.dtype) if args.dtype else None
-        model = as_denoiser(args.model, mask_id=args.mask_id, device=args.device, dtype=dtype,
-                            trust_remote_code=args.trust_remote_code)
-        decode = (lambda t: model.tokenizer.batch_decode(t.cpu())) if model.tokenizer is not None else None
-    energy = None
-    if args.energy == "oracle":
-        if args.model != "oracle":
-            raise CliError("--energy oracle goes with --model oracle")
-        energy = lang.energy()
-    elif args.energy:
-        dtype = getattr(torch, args.dtype) if args.dtype else None
-        energy = as_energy(args.energy, trust_remote_code=args.trust_remote_code, device=args.device, dtype=dtype)
-    return model, energy, decode
+        model, decode = lang.denoiser(), lang.decode
+        energy = lang.energy() if args.energy == "oracle" else energy
+    for flag, name in (("--model", model), ("--energy", energy)):
+        if isinstance(name, str):
+            try:
+                local_path_or_hub_name(name, flag)
+            except FileNotFoundError as e:
+                raise CliError(str(e)) from None
+    device = torch.device(cfg.device or "cpu")
+    denoiser, energy, _ = resolve_models(model, energy, cfg, device)
+    if decode is None and denoiser.tokenizer is not None:
+        decode = lambda t: denoiser.tokenizer.batch_decode(t.cpu())  # noqa: E731
+    return denoiser, energy, decode
 
 
-def _settings(args) -> dict:
-    keys = ("model", "energy", "seq_len", "steps", "sampler", "is_size", "is_window", "temperature", "precision",
-            "mask_id", "seed")
-    return {k: getattr(args, k) for k in keys}
-
-
-def _read_done(path: str, settings: dict) -> set:
-    """Indices already in the file; a truncated last line (a crash mid-write) is cut off."""
+def _read_done(path: str, record: dict) -> set:
+    """Indices already in the file; a truncated last line (a crash mid-write) is cut off.  Rows written with
+    another model, energy or sample-determining option are refused."""
     import json
     import os
 
@@ -178,98 +196,127 @@ def _read_done(path: str, settings: dict) -> set:
         if not line.strip():
             continue
         row = json.loads(line)
-        if row.get("settings") != settings:
-            raise CliError(f"{path} was written with other settings ({row.get('settings')}); "
+        if _identity(row) != _identity(record):
+            raise CliError(f"{path} was written with other settings ({_identity(row)}); "
                            "resume with the same options or write to another file")
         done.add(int(row["index"]))
     return done
 
 
-def sample_cmd(args: argparse.Namespace) -> int:
+def _identity(row: dict) -> dict:
+    """What decides the tokens of a row: the models and the options that change samples."""
+    try:
+        settings = SampleConfig.from_dict(row.get("settings") or {}).sample_settings()
+    except (TypeError, ValueError):
+        settings = row.get("settings")
+    return dict(model=row.get("model"), energy=row.get("energy"), settings=settings)
+
+
+def _check_out(path: str, resume: bool) -> bool:
+    """Whether ``path`` exists, after checking that it may be written (nothing is created here)."""
+    import os
+
+    exists = os.path.exists(path)
+    if exists and not resume:
+        raise CliError(f"{path} exists: pass --resume to continue it, or choose another --out")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not (os.access(path, os.W_OK) if exists else os.path.isdir(parent) and os.access(parent, os.W_OK)):
+        raise CliError(f"cannot write --out {path}: no such directory or no write permission")
+    return exists
+
+
+def _write_rows(f, out, first, decode, record) -> None:
     import json
     import os
 
+    count = out.tokens.shape[0]
+    texts = decode(out.tokens) if decode is not None else [None] * count
+    for r in range(count):
+        f.write(json.dumps(dict(index=first + r, tokens=out.tokens[r].tolist(), text=texts[r],
+                                seed=record["settings"]["seed"], **record)) + "\n")
+    f.flush()
+    os.fsync(f.fileno())  # a crash loses at most the batch in flight
+
+
+def _runs(todo, batch):
+    """Contiguous runs of missing indices, each at most one batch long: (first index, count)."""
+    i = 0
+    while i < len(todo):
+        j = i + 1
+        while j < len(todo) and j - i < batch and todo[j] == todo[j - 1] + 1:
+            j += 1
+        yield todo[i], j - i
+        i = j
+
+
+def sample_cmd(args: argparse.Namespace) -> int:
     from .sampler import sample
 
-    for name in ("n", "seq_len", "steps", "is_size", "batch_size"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if not (0.0 <= args.is_window[0] <= args.is_window[1] <= 1.0):
-        raise CliError(f"--is-window must satisfy 0 <= LO <= HI <= 1, got {args.is_window}")
-    settings = _settings(args)
-    world, rank = _distributed(args)
+    if args.n < 1:
+        raise CliError(f"-n must be >= 1, got {args.n}")
+    cfg = config_from_args(args)
+    record = dict(model=args.model, energy=args.energy, settings=cfg.to_dict())
+    world, rank, cfg = _distributed(cfg)
     # Under torchrun each rank writes its own shard for a contiguous index range; rank 0 merges at the end.
     target = args.out if world == 1 else f"{args.out}.rank{rank}"
     done = set()
     for path in dict.fromkeys([args.out, target]):
-        exists = os.path.exists(path)
-        if exists and not args.resume:
-            raise CliError(f"{path} exists: pass --resume to continue it, or choose another --out")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not (os.access(path, os.W_OK) if exists else os.path.isdir(parent) and os.access(parent, os.W_OK)):
-            raise CliError(f"cannot write --out {path}: no such directory or no write permission")
-        if exists:
-            done |= _read_done(path, settings)
-    lo, hi = rank * args.n // world, (rank + 1) * args.n // world
+        if _check_out(path, args.resume):
+            done |= _read_done(path, record)
+    base = cfg.first_index  # --first-index shifts the file's indices: sample i is (seed, first_index + i)
+    lo, hi = base + rank * args.n // world, base + (rank + 1) * args.n // world
     todo = [i for i in range(lo, hi) if i not in done]
-    model, energy, decode = _load_models(args)
-    batch = args.batch_size or 16
+    denoiser, energy, decode = _load_models(args, cfg)  # before --out is created: a failure leaves no file
     from tqdm.auto import tqdm
 
     bar = tqdm(total=hi - lo, initial=hi - lo - len(todo), disable=args.quiet or rank > 0, unit="sample",
                desc="edlm sample")
-    started, made = time.perf_counter(), 0
-    with open(target, "a") as f:
-        i = 0
-        while i < len(todo):
-            # a contiguous run of missing indices, at most one batch long
-            j = i + 1
-            while j < len(todo) and j - i < batch and todo[j] == todo[j - 1] + 1:
-                j += 1
-            first, count = todo[i], j - i
-            out = sample(model, energy, n=count, first_index=first, seq_len=args.seq_len, steps=args.steps,
-                         sampler=args.sampler, is_size=args.is_size, is_window=tuple(args.is_window),
-                         temperature=args.temperature, precision=args.precision, seed=args.seed, device=args.device)
-            texts = decode(out.tokens) if decode is not None else [None] * count
-            for r in range(count):
-                row = dict(index=first + r, tokens=out.tokens[r].tolist(), text=texts[r], seed=args.seed,
-                           settings=settings)
-                f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())  # a crash loses at most the batch in flight
+    started, made, f = time.perf_counter(), 0, None
+    try:
+        for first, count in _runs(todo, cfg.batch_size or 16):
+            out = sample(denoiser, energy, n=count, config=cfg.replace(first_index=first, batch_size=None))
+            f = f or open(target, "a")
+            _write_rows(f, out, first, decode, record)
             made += count
             elapsed = time.perf_counter() - started
-            bar.set_postfix(samples_per_s=f"{made / elapsed:.1f}", tokens_per_s=f"{made * args.seq_len / elapsed:.0f}")
+            bar.set_postfix(samples_per_s=f"{made / elapsed:.1f}",
+                            tokens_per_s=f"{made * out.tokens.shape[1] / elapsed:.0f}")
             bar.update(count)
-            i = j
-    bar.close()
+    finally:
+        bar.close()
+        if f is not None:
+            f.close()
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if rank == 0:
-            _merge(args.out, [f"{args.out}.rank{r}" for r in range(world)])
-        dist.barrier()
-        dist.destroy_process_group()
+        _finish_ranks(args.out, world, rank)
     return 0
 
 
-def _distributed(args):
-    """(world size, rank): (1, 0) unless started by torchrun with more than one process."""
+def _finish_ranks(out: str, world: int, rank: int) -> None:
+    import torch.distributed as dist
+
+    dist.barrier()
+    if rank == 0:
+        _merge(out, [f"{out}.rank{r}" for r in range(world)])
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _distributed(cfg: SampleConfig):
+    """(world size, rank, config): (1, 0, cfg) unless started by torchrun with more than one process; under
+    torchrun with a CUDA device, each rank takes the GPU of its local rank."""
     import os
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 1, 0
+        return 1, 0, cfg
     import torch.distributed as dist
 
-    cuda = bool(args.device) and str(args.device).startswith("cuda")
+    cuda = bool(cfg.device) and cfg.device.startswith("cuda")
     if cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
-        args.device = f"cuda:{local}"
+        cfg = cfg.replace(device=f"cuda:{local}")
     dist.init_process_group("nccl" if cuda else "gloo")
-    return dist.get_world_size(), dist.get_rank()
+    return dist.get_world_size(), dist.get_rank(), cfg
 
 
 def _merge(out: str, shards) -> None:
@@ -331,26 +378,17 @@ def main(argv=None) -> int:
     p_demo.add_argument("--is-size", type=int, default=8, help="EDLM candidates k (default 8)")
     p_demo.add_argument("--plot", metavar="FILE.png", help="save quality against steps as a PNG (needs matplotlib)")
     p_demo.set_defaults(func=demo)
-    p_s = sub.add_parser("sample", help="sample to a JSONL file, durably, with --resume")
+    p_s = sub.add_parser("sample", help="sample to a JSONL file, durably, with --resume",
+                         description="Sample to a JSONL file, one object per sample (index, tokens, text, seed, "
+                         "model, energy and the settings: SampleConfig.to_dict()), written and fsynced batch by "
+                         "batch.  Without --batch-size, batches of 16.")
     p_s.add_argument("--model", required=True, help="denoiser: HuggingFace name or path, or 'oracle'")
     p_s.add_argument("--energy", help="causal LM name or path for EDLM, or 'oracle' (with --model oracle)")
     p_s.add_argument("-n", type=int, required=True, help="number of samples")
-    p_s.add_argument("--seq-len", type=int, required=True)
-    p_s.add_argument("--steps", type=int, default=256)
-    p_s.add_argument("--sampler", choices=["ancestral", "first_hitting"], default="ancestral")
-    p_s.add_argument("--is-size", type=int, default=2)
-    p_s.add_argument("--is-window", type=float, nargs=2, default=[0.8, 1.0], metavar=("LO", "HI"))
-    p_s.add_argument("--temperature", type=float, default=1.0)
-    p_s.add_argument("--precision", choices=list(ops.PRECISIONS), default="fp64")
-    p_s.add_argument("--mask-id", type=int)
-    p_s.add_argument("--seed", type=int, default=0)
-    p_s.add_argument("--batch-size", type=int, help="samples per batch and per write (default 16)")
-    p_s.add_argument("--device", help="e.g. cpu or cuda")
-    p_s.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    p_s.add_argument("--trust-remote-code", action="store_true")
     p_s.add_argument("--out", required=True, help="JSONL file, one object per sample")
     p_s.add_argument("--resume", action="store_true", help="skip indices already in --out")
-    p_s.add_argument("--quiet", action="store_true", help="no progress bar")
+    p_s.add_argument("--quiet", action="store_true", help="no progress bar over the samples")
+    add_config_flags(p_s)
     p_s.set_defaults(func=sample_cmd)
     p_bench = sub.add_parser("bench", help="run the benchmark suites (source checkout) and print their tables")
     p_bench.add_argument("--quick", action="store_true", help="only the ratio tests (a few minutes)")
@@ -361,6 +399,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
+    except KeyboardInterrupt:
+        print("edlm-engine: interrupted; what was written is kept (sample: rerun with --resume)", file=sys.stderr)
+        return 130
     except CliError as e:
         print(f"edlm-engine: error: {e}", file=sys.stderr)
         return 2

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Union
+import os
+import warnings
+from typing import Callable, Optional
 
 import torch
 
 from . import ops
 
-__all__ = ["Denoiser", "as_denoiser", "Energy", "LogLikelihoodEnergy", "CausalLMEnergy", "as_energy"]
+__all__ = ["Denoiser", "as_denoiser", "Energy", "LogLikelihoodEnergy", "CausalLMEnergy", "as_energy",
+           "check_vocabularies"]
+
+
+def local_path_or_hub_name(name: str, what: str) -> str:
+    """``name`` itself, after refusing what can only be a mistyped local path.
+
+    transformers takes any missing path for a hub repository id and retries the network for half a minute
+    before failing.  A hub id is ``name`` or ``org/name``; a missing path that starts with ``.``, ``/`` or ``~``,
+    has more than one ``/``, or whose first folder exists here is a local path that is not there.
+    """
+    if os.path.exists(os.path.expanduser(name)):
+        return os.path.expanduser(name)
+    head = name.split("/")[0]
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or ("/" in name and os.path.isdir(head)):
+        raise FileNotFoundError(f"{what} {name!r}: no such file or directory")
+    return name
 
 
 def _load_tokenizer(name, trust_remote_code):
-    import os
-
     # transformers builds an empty default tokenizer for a folder without tokenizer files; its ids mean nothing.
     if os.path.isdir(name) and not any(
         os.path.exists(os.path.join(name, f)) for f in ("tokenizer_config.json", "tokenizer.json", "vocab.txt",
@@ -25,7 +41,9 @@ def _load_tokenizer(name, trust_remote_code):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except Exception:  # a model saved without tokenizer files is fine: text is then not decoded
+    except Exception as e:  # sampling works without one; only the text and the vocabulary check are lost
+        warnings.warn(f"the tokenizer of {name} did not load ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                      "sampling goes on without decoded text or a tokenizer check", stacklevel=3)
         return None
 
 
@@ -84,6 +102,18 @@ class Denoiser:
         return logits
 
 
+def _max_positions(model, config) -> Optional[int]:
+    """Longest input: RoBERTa-style models start their position ids after the padding index, so they take
+    max_position_embeddings - padding_idx - 1 tokens, not max_position_embeddings."""
+    n = _config_int(config, "max_position_embeddings", "n_positions", "model_length", "max_seq_len")
+    embeddings = getattr(getattr(model, "base_model", model), "embeddings", None)
+    positions = getattr(embeddings, "position_embeddings", None)
+    pad = getattr(positions, "padding_idx", None)
+    if n is not None and isinstance(positions, torch.nn.Embedding) and pad is not None:
+        return n - pad - 1
+    return n
+
+
 def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
     params = inspect.signature(model.forward).parameters
     config = getattr(model, "config", None)
@@ -95,6 +125,9 @@ def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
         raise ValueError(
             f"no mask id known for {type(model).__name__}: its tokenizer and config name none; pass mask_id="
         )
+    vocab = _config_int(config, "vocab_size")
+    if vocab is not None and not 0 <= mask_id < vocab:
+        raise ValueError(f"mask_id {mask_id} is outside the denoiser's vocabulary [0, {vocab})")
     timed = "timesteps" in params or "sigma" in params
     key = "timesteps" if "timesteps" in params else "sigma"
 
@@ -108,10 +141,28 @@ def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
         mask_id,
         time_conditioned=timed,
         tokenizer=tokenizer,
-        max_positions=_config_int(config, "max_position_embeddings", "n_positions", "model_length", "max_seq_len"),
-        vocab_size=_config_int(config, "vocab_size"),
+        max_positions=_max_positions(model, config),
+        vocab_size=vocab,
         name=type(model).__name__,
     )
+
+
+def _load_denoiser(name: str, trust_remote_code: bool):
+    """A denoiser checkpoint with its own head: a ``*ForCausalLM`` saved with ``config.is_causal = False`` (how
+    bidirectional LLaDA-like models live in transformers), else a masked LM, else ``AutoModel`` (remote-code
+    models whose forward returns logits)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if any(a.endswith("ForCausalLM") for a in getattr(config, "architectures", None) or []):
+        if getattr(config, "is_causal", True) is not False:
+            raise ValueError(f"{name} is a causal LM (its config does not set is_causal = False): it cannot denoise "
+                             "masked positions; pass it as the energy, or a bidirectional checkpoint as the model")
+        return transformers.AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+    try:
+        return transformers.AutoModelForMaskedLM.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError):
+        return transformers.AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
 
 
 def as_denoiser(model, *, mask_id: Optional[int] = None, schedule=None, device=None, dtype=None,
@@ -119,7 +170,8 @@ def as_denoiser(model, *, mask_id: Optional[int] = None, schedule=None, device=N
     """Wrap a HuggingFace masked LM (or its name/path) or a callable as a :class:`Denoiser`.
 
     A name or path loads with ``AutoModelForMaskedLM`` (``AutoModel`` as fallback, for LLaDA-like models whose
-    forward returns logits); a forward that takes ``timesteps`` (MDLM) receives sigma(t).  ``mask_id``
+    forward returns logits; a ``*ForCausalLM`` checkpoint with ``config.is_causal = False`` with its own head);
+    a forward that takes ``timesteps`` (MDLM) receives sigma(t).  ``mask_id``
     overrides the tokenizer's or config's.  A plain callable ``(x_t, t) -> logits`` is used as is; it is
     taken as time-conditioned unless it has ``time_agnostic = True``.
     """
@@ -132,13 +184,8 @@ def as_denoiser(model, *, mask_id: Optional[int] = None, schedule=None, device=N
         return model
     tokenizer = None
     if isinstance(model, str):
-        import transformers
-
-        name = model
-        try:
-            model = transformers.AutoModelForMaskedLM.from_pretrained(name, trust_remote_code=trust_remote_code)
-        except (ValueError, KeyError):
-            model = transformers.AutoModel.from_pretrained(name, trust_remote_code=trust_remote_code)
+        name = local_path_or_hub_name(model, "model")
+        model = _load_denoiser(name, trust_remote_code)
         tokenizer = _load_tokenizer(name, trust_remote_code)
     if isinstance(model, torch.nn.Module):
         if device is not None or dtype is not None:
@@ -226,7 +273,9 @@ class CausalLMEnergy(Energy):
     positions : {"all", "masked"}
         "all" (exact) sums log p_AR over every position; "masked" only over positions masked in x_t.
     bos_id : int, optional
-        Prepended when the sequences do not start with it; default: the tokenizer's or config's BOS.
+        Default: the tokenizer's or config's BOS.  Decided per sequence: a sequence that starts with BOS is
+        scored as it is (its first token is the context), any other gets BOS in front (every token scored), so a
+        sequence's score never depends on the other sequences of its batch.
     max_batch : int, optional
         Candidate sequences per forward pass (default: all at once).
     """
@@ -238,7 +287,7 @@ class CausalLMEnergy(Energy):
         if isinstance(model, str):
             import transformers
 
-            name = model
+            name = local_path_or_hub_name(model, "energy")
             model = transformers.AutoModelForCausalLM.from_pretrained(name, trust_remote_code=trust_remote_code)
             tokenizer = _load_tokenizer(name, trust_remote_code)
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "get_output_embeddings"):
@@ -248,6 +297,7 @@ class CausalLMEnergy(Energy):
         if device is not None or dtype is not None:
             model = model.to(device=device, dtype=dtype)
         self.model = model.eval()
+        self.tokenizer = tokenizer
         self.head = model.get_output_embeddings()
         if self.head is None or not hasattr(self.head, "weight"):
             raise TypeError(f"{type(model).__name__} has no output embedding to score with")
@@ -264,24 +314,29 @@ class CausalLMEnergy(Energy):
         self.max_batch = max_batch
         self.mask_id: Optional[int] = None  # set by the sampler; needed for positions="masked"
 
+    def _inputs(self, x0, weights):
+        """(ids, targets, weights) of the forward pass: position j of ``ids`` predicts ``targets[:, j]``."""
+        w = torch.ones(x0.shape, dtype=torch.float64, device=x0.device) if weights is None else weights.double()
+        if self.bos_id is None:  # the first token has no context: it is not scored
+            return x0, x0[:, 1:], w[:, 1:]
+        has_bos = (x0[:, 0] == self.bos_id)[:, None]
+        pad = torch.full_like(x0[:, :1], self.bos_id)
+        # A row that starts with BOS moves left and takes a pad on the right (scored with weight 0, and unseen by
+        # the earlier positions of a causal model); any other row gets BOS in front.
+        ids = torch.where(has_bos, torch.cat([x0, pad], 1), torch.cat([pad, x0], 1))
+        w = torch.where(has_bos, torch.cat([w[:, 1:], torch.zeros_like(w[:, :1])], 1), w)
+        return ids, ids[:, 1:], w
+
     def _log_p(self, x0, weights):
-        ids = x0
-        prepend = self.bos_id is not None and not bool((x0[:, 0] == self.bos_id).all())
-        if prepend:
-            ids = torch.cat([torch.full_like(x0[:, :1], self.bos_id), x0], 1)
         device = self.head.weight.device
-        hidden = self.base(input_ids=ids.to(device)).last_hidden_state
-        targets = x0.to(device)
-        if prepend:  # position i (after BOS) predicts x0_i; the last hidden state predicts nothing here
-            hidden = hidden[:, :-1]
-        else:
-            hidden, targets = hidden[:, :-1], targets[:, 1:]
-            weights = None if weights is None else weights[:, 1:]
+        ids, targets, w = self._inputs(x0.to(device), None if weights is None else weights.to(device))
+        hidden = self.base(input_ids=ids).last_hidden_state[:, : targets.shape[1]]
         if hidden.dtype != self.head.weight.dtype:
             hidden = hidden.to(self.head.weight.dtype)
-        return ops.lm_head_logprob(hidden.contiguous(), self.head.weight, targets,
-                                   None if weights is None else weights.to(device), bias=getattr(self.head, "bias", None))
+        return ops.lm_head_logprob(hidden.contiguous(), self.head.weight, targets, w,
+                                   bias=getattr(self.head, "bias", None))
 
+    @torch.no_grad()
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """log p_AR(x0) summed over positions (with ``weights``), float64 [N]."""
         step = self.max_batch or x0.shape[0]
@@ -298,15 +353,43 @@ class CausalLMEnergy(Energy):
         return -self.log_prob(x0, weights) + log_q.double()
 
 
-def as_energy(energy, *, positions: str = "all", trust_remote_code: bool = False, device=None, dtype=None):
-    """An :class:`Energy` from None, an Energy, a HuggingFace causal LM, its name/path, or a callable."""
+def as_energy(energy, *, positions: Optional[str] = None, trust_remote_code: bool = False, device=None, dtype=None):
+    """An :class:`Energy` from None, an Energy, a HuggingFace causal LM, its name/path, or a callable.
+
+    ``positions`` ("all" or "masked") applies to causal LMs; None keeps a :class:`CausalLMEnergy`'s own setting
+    and gives "all" to one built here.
+    """
     if energy is None or isinstance(energy, Energy):
-        if isinstance(energy, CausalLMEnergy):
+        if isinstance(energy, CausalLMEnergy) and positions is not None:
             energy.positions = positions
         return energy
     if isinstance(energy, (str, torch.nn.Module)):
-        return CausalLMEnergy(energy, positions=positions, trust_remote_code=trust_remote_code, device=device,
-                              dtype=dtype)
+        return CausalLMEnergy(energy, positions=positions or "all", trust_remote_code=trust_remote_code,
+                              device=device, dtype=dtype)
     if callable(energy):
         return Energy(energy)
     raise TypeError(f"energy must be None, an Energy, a HuggingFace causal LM or its name/path; got {type(energy).__name__}")
+
+
+def check_vocabularies(denoiser: Denoiser, energy, *, allow_mismatch: bool = False) -> None:
+    """Refuse an energy whose tokenizer gives the denoiser's tokens other ids.
+
+    Equal vocabulary sizes say nothing (RoBERTa and GPT-2, BERT and Qwen2 differ in what the ids mean); the
+    token-to-id maps are compared where both models have a tokenizer.  Tokens only one side knows (a mask
+    token added to a GPT-2 vocabulary, say) are fine; a shared token with two ids, or too little overlap, is not.
+    """
+    tok_d, tok_e = denoiser.tokenizer, getattr(energy, "tokenizer", None)
+    if allow_mismatch or tok_d is None or tok_e is None:
+        return
+    vocab_d, vocab_e = tok_d.get_vocab(), tok_e.get_vocab()
+    shared = vocab_d.keys() & vocab_e.keys()
+    moved = sorted(t for t in shared if vocab_d[t] != vocab_e[t])
+    if moved or len(shared) < len(vocab_d) // 2:
+        example = f"e.g. {moved[0]!r} is {vocab_d[moved[0]]} for the denoiser and {vocab_e[moved[0]]} for the energy" \
+            if moved else f"they share only {len(shared)} of the denoiser's {len(vocab_d)} tokens"
+        raise ValueError(
+            f"the energy's tokenizer ({type(tok_e).__name__}) does not map tokens to the ids of the denoiser's "
+            f"({type(tok_d).__name__}): {len(moved)} shared tokens have other ids ({example}), so the energy would "
+            "score other text than the candidates; use models that share a tokenizer, or pass "
+            "allow_vocab_mismatch=True if you know the ids agree where it matters"
+        )

@@ -1,22 +1,23 @@
-"""The sampling engine: ancestral and first-hitting masked diffusion, with EDLM importance sampling."""
+"""``sample()``: resolve the models, build the initial tokens, run the batches through a sampler, collect stats.
+
+The samplers themselves live in :mod:`edlm_engine.samplers`, the options in :class:`edlm_engine.SampleConfig`.
+"""
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import ops
-from .models import CausalLMEnergy, Denoiser, as_denoiser, as_energy
+from .config import SampleConfig
+from .models import CausalLMEnergy, as_denoiser, as_energy, check_vocabularies
+from .samplers import SAMPLERS, SamplingRun, get_sampler
 from .schedules import get_schedule
 
-__all__ = ["sample", "SampleOutput", "SAMPLERS"]
-
-SAMPLERS = ("ancestral", "first_hitting")
-# Offsets of one step's random streams: candidates, resampling, reveal / unmask.  Steps are 4 apart.
-_CAND, _RESAMPLE, _REVEAL, _STRIDE = 0, 1, 2, 4
+__all__ = ["sample", "SampleOutput", "resolve_models"]
 
 
 @dataclass
@@ -37,213 +38,150 @@ class SampleOutput:
     stats: Dict[str, Any] = field(default_factory=dict)
 
 
-def _positive_int(name, value, low=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+def _count(name, value) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        value = operator.index(value)  # ints and numpy integers
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
     return value
 
 
-def _rows(name, value, n, device):
-    """A [P] or [n, P] int64 tensor of token rows, expanded to [n, P]."""
-    t = torch.as_tensor(value, dtype=torch.int64, device=device) if not isinstance(value, torch.Tensor) else value
-    if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-        raise TypeError(f"{name} must hold integer token ids, got {t.dtype}")
-    t = t.to(device=device, dtype=torch.int64)
+def _config(config: Optional[SampleConfig], overrides: Dict[str, Any]) -> SampleConfig:
+    if config is not None and not isinstance(config, SampleConfig):
+        raise TypeError(f"config must be a SampleConfig, got {type(config).__name__}")
+    return (config or SampleConfig()).replace(**overrides)
+
+
+def _device(model, cfg: SampleConfig) -> torch.device:
+    if cfg.device is not None:
+        return torch.device(cfg.device)
+    if isinstance(model, torch.nn.Module):
+        return next(model.parameters()).device
+    return torch.device("cpu")
+
+
+def resolve_models(model, energy, cfg: SampleConfig, device: torch.device):
+    """The denoiser, the energy and the schedule that ``cfg`` asks for, checked against each other."""
+    schedule = get_schedule(cfg.schedule, cfg.eps)
+    dtype = getattr(torch, cfg.dtype) if cfg.dtype else None
+    denoiser = as_denoiser(model, mask_id=cfg.mask_id, schedule=schedule, trust_remote_code=cfg.trust_remote_code,
+                           device=device if isinstance(model, (str, torch.nn.Module)) else None,
+                           dtype=dtype if isinstance(model, str) else None)
+    energy = as_energy(energy, positions=cfg.energy_positions, trust_remote_code=cfg.trust_remote_code,
+                       device=device if isinstance(energy, (str, torch.nn.Module)) else None,
+                       dtype=dtype if isinstance(energy, str) else None)
+    if isinstance(energy, CausalLMEnergy):
+        energy.mask_id = denoiser.mask_id
+    if denoiser.time_conditioned and not schedule.finite_at_one:
+        raise ValueError(f"schedule={cfg.schedule!r} has sigma(1) = inf, which the time-conditioned denoiser "
+                         f"{denoiser.name} cannot take (its logits would be NaN); use schedule='loglinear' (eps > 0)")
+    check_vocabularies(denoiser, energy, allow_mismatch=cfg.allow_vocab_mismatch)
+    return denoiser, energy, schedule
+
+
+def _sequence_length(denoiser, energy, cfg: SampleConfig) -> int:
+    seq_len = cfg.seq_len
+    if cfg.template is not None:
+        seq_len = len(cfg.template[0] if isinstance(cfg.template[0], list) else cfg.template)
+    if seq_len is None:
+        seq_len = denoiser.max_positions
+        if seq_len is None:
+            raise ValueError("seq_len is needed: the denoiser does not say how many positions it takes")
+    if denoiser.max_positions is not None and seq_len > denoiser.max_positions:
+        raise ValueError(f"seq_len {seq_len} exceeds the denoiser's {denoiser.max_positions} positions")
+    if isinstance(energy, CausalLMEnergy) and energy.max_positions is not None:
+        need = seq_len + (energy.bos_id is not None)
+        if need > energy.max_positions:
+            raise ValueError(f"seq_len {seq_len} (+BOS) exceeds the energy model's {energy.max_positions} positions")
+    return seq_len
+
+
+def _token_rows(name: str, rows, n: int, denoiser, device) -> torch.Tensor:
+    """A [P] or [n, P] list of token ids as an int64 [n, P] tensor, each id a token the denoiser can read."""
+    t = torch.tensor(rows, dtype=torch.int64, device=device)
     if t.dim() == 1:
         t = t.unsqueeze(0).expand(n, -1)
-    if t.dim() != 2 or t.shape[0] != n:
+    if t.shape[0] != n:
         raise ValueError(f"{name} must have shape [P] or [n, P] with n = {n}, got {tuple(t.shape)}")
+    V = denoiser.vocab_size
+    if V is not None and t.numel() and int(t.max()) >= V:
+        raise ValueError(f"{name} holds token id {int(t.max())}, outside the denoiser's vocabulary [0, {V})")
     return t
 
 
-class _Run:
-    """State shared by the batches of one :func:`sample` call."""
-
-    def __init__(self, denoiser: Denoiser, energy, schedule, L, opts):
-        self.d, self.e, self.schedule, self.L, self.o = denoiser, energy, schedule, L, opts
-        self.mask = denoiser.mask_id
-        self.stats = dict(denoiser_calls=0, energy_calls=0, candidates_scored=0)
-        self.ess: List[torch.Tensor] = []
-        self.checked_width = False
-
-    def denoise(self, x, t):
-        logits = self.d(x, t)
-        self.stats["denoiser_calls"] += 1
-        if not self.checked_width:
-            self.checked_width = True
-            V = logits.shape[-1]
-            need = V - 1 if self.mask == V - 1 else V
-            if self.e is not None and self.e.vocab_size is not None and self.e.vocab_size < need:
-                raise ValueError(
-                    f"energy vocabulary ({self.e.vocab_size} tokens) cannot cover the denoiser's token ids "
-                    f"(logits over {V} ids, mask id {self.mask}): the candidates would be unscorable"
-                )
-        return logits
-
-    def ancestral(self, x, i0, bar):
-        o, B, L, mask = self.o, x.shape[0], self.L, self.mask
-        ts = torch.linspace(1.0, 0.0, o["steps"] + 1, dtype=torch.float64)
-        lo, hi = o["is_window"]
-        reuse_logits = o["cache"] and not self.d.time_conditioned
-        logits, changed_any = None, True
-        x0_star, star_ok = None, torch.zeros(B, dtype=torch.bool, device=x.device)
-        for k in range(o["steps"]):
-            bar.update(1)
-            masked = x == mask
-            if not bool(masked.any()):
-                continue
-            t, s = float(ts[k]), float(ts[k + 1])
-            p = self.schedule.p_unmask(t, s)
-            if logits is None or changed_any or not reuse_logits:
-                logits = self.denoise(x, torch.full((B,), t, dtype=torch.float64, device=x.device))
-            rng = dict(seed=o["seed"], temperature=o["temperature"], precision=o["precision"])
-            x_prev = x
-            if self.e is not None and lo <= t <= hi:
-                refresh = ~star_ok & masked.any(1)  # a sequence with nothing masked needs no x0*
-                if bool(refresh.any()):
-                    new_star = self.edlm_candidate(logits, x, i0, k, rng, refresh)
-                    x0_star = new_star if x0_star is None else torch.where(refresh[:, None], new_star, x0_star)
-                u = ops.uniform((B, L), seed=o["seed"], offset=_STRIDE * k + _REVEAL, row_offset=i0 * L, device=x.device)
-                x = torch.where(masked & (u < p), x0_star, x)
-                star_ok[:] = reuse_logits  # the reference keeps revealing from x0* while x_t does not change
-            else:
-                x = ops.sample_masked(logits, x, mask, p, offset=_STRIDE * k + _REVEAL, row_offset=i0 * L, **rng)
-                star_ok[:] = False
-            changed = (x != x_prev).any(1)
-            star_ok &= ~changed
-            changed_any = bool(changed.any())
-        return self.fill(x, i0)
-
-    def edlm_candidate(self, logits, x, i0, k, rng, refresh):
-        """A resampled x0* for every sequence; only rows in `refresh` are scored and their x0* used.
-
-        Candidates and resampling draws cover the whole batch so every sequence keeps the randomness it has in
-        any batch split; the energy, the expensive part, runs on the refreshing rows alone.
-        """
-        o, B, L = self.o, x.shape[0], self.L
-        kk = o["is_size"]
-        cands, log_q = ops.sample_candidates(logits, x, self.mask, kk, offset=_STRIDE * k + _CAND, row_offset=i0 * L,
-                                             **rng)
-        rows = refresh.nonzero().squeeze(1)
-        b = rows.numel()
-        E = torch.zeros(B, kk, dtype=torch.float64, device=x.device)
-        E[rows] = self.e(cands[:, rows].reshape(kk * b, L), x[rows].repeat(kk, 1),
-                         log_q[:, rows].reshape(kk * b)).to(E.device).reshape(kk, b).T
-        self.stats["energy_calls"] += 1
-        self.stats["candidates_scored"] += kk * b
-        idx, ess = ops.importance_resample(E, seed=o["seed"], offset=_STRIDE * k + _RESAMPLE,
-                                           temperature=o["is_temperature"], row_offset=i0)
-        self.ess.append(ess[rows])  # stays on the device; read once, at the end
-        return cands[idx, torch.arange(B, device=x.device)]
-
-    def first_hitting(self, x, i0, bar):
-        o, B, L, mask = self.o, x.shape[0], self.L, self.mask
-        dev = x.device
-        tau = torch.ones(B, dtype=torch.float64, device=dev)
-        rows = torch.arange(B, device=dev)
-        for j in range(L):
-            bar.update(1)
-            masked = x == mask
-            n_masked = masked.sum(1)
-            active = n_masked > 0
-            if not bool(active.any()):
-                continue
-            u = ops.uniform((B,), seed=o["seed"], offset=_STRIDE * j + _CAND, row_offset=i0, device=dev)
-            nm = n_masked.clamp(min=1).double()
-            a_next = 1.0 - u.pow(1.0 / nm) * (1.0 - self.schedule.alpha(tau))
-            tau = torch.where(active, self.schedule.alpha_inv(a_next).clamp(0.0, 1.0), tau)
-            logits = self.denoise(x, tau)
-            u_pos = ops.uniform((B,), seed=o["seed"], offset=_STRIDE * j + _RESAMPLE, row_offset=i0, device=dev)
-            rank = torch.minimum((u_pos * nm).long(), n_masked.clamp(min=1) - 1)
-            pos = (masked & (masked.long().cumsum(1) == rank[:, None] + 1)).long().argmax(1)
-            tok, _ = ops.categorical(logits[rows, pos], 1, seed=o["seed"], offset=_STRIDE * j + _REVEAL,
-                                     temperature=o["temperature"], exclude=[mask], precision=o["precision"],
-                                     row_offset=i0)
-            x = x.clone()
-            x[rows[active], pos[active]] = tok[active, 0]
-        return self.fill(x, i0)
-
-    def fill(self, x, i0):
-        """Final step: whatever is still masked takes the denoiser's argmax."""
-        if bool((x == self.mask).any()):
-            logits = self.denoise(x, torch.zeros(x.shape[0], dtype=torch.float64, device=x.device))
-            x = ops.sample_masked(logits, x, self.mask, 1.0, seed=self.o["seed"], temperature=0.0, row_offset=i0 * self.L)
-        return x
+def _initial_tokens(denoiser, cfg: SampleConfig, n: int, seq_len: int, device) -> torch.Tensor:
+    """Mask ids where something is generated; the template and the prefix where they say."""
+    if cfg.template is not None:
+        x = _token_rows("template", cfg.template, n, denoiser, device).clone()
+    else:
+        x = torch.full((n, seq_len), denoiser.mask_id, dtype=torch.int64, device=device)
+    if cfg.prefix is not None:
+        prefix = _token_rows("prefix", cfg.prefix, n, denoiser, device)
+        if prefix.shape[1] > seq_len:
+            raise ValueError(f"prefix of length {prefix.shape[1]} is longer than seq_len {seq_len}")
+        x[:, : prefix.shape[1]] = prefix
+    return x
 
 
-def sample(
-    model,
-    energy=None,
-    n: int = 1,
-    *,
-    seq_len: Optional[int] = None,
-    steps: int = 256,
-    sampler: str = "ancestral",
-    cache: bool = True,
-    is_size: int = 2,
-    is_window: Sequence[float] = (0.8, 1.0),
-    is_temperature: float = 1.0,
-    energy_positions: str = "all",
-    temperature: float = 1.0,
-    precision: str = "fp64",
-    prefix=None,
-    template=None,
-    mask_id: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    seed: int = 0,
-    device: Optional[Union[str, torch.device]] = None,
-    progress: bool = False,
-    schedule=None,
-    trust_remote_code: bool = False,
-    first_index: int = 0,
-) -> SampleOutput:
+def _run_batches(strategy, x_init: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
+    """The batches of ``cfg.batch_size`` sequences, one after another, under one progress bar."""
+    from tqdm.auto import tqdm
+
+    n = x_init.shape[0]
+    size = cfg.batch_size or n
+    out = []
+    with tqdm(total=strategy.steps() * ((n + size - 1) // size), disable=not cfg.progress,
+              desc=f"edlm {cfg.sampler}", unit="step") as bar:
+        for i0 in range(0, n, size):
+            out.append(strategy.run(x_init[i0 : i0 + size], cfg.first_index + i0, bar))
+    return torch.cat(out)
+
+
+def _collect_stats(state: SamplingRun, strategy, n: int, load_s: float, sample_s: float) -> Dict[str, Any]:
+    stats = dict(state.stats)
+    stats.update(
+        seconds=sample_s,
+        load_seconds=load_s,
+        tokens_per_second=n * state.seq_len / sample_s if sample_s > 0 else float("inf"),
+        mean_ess=float(torch.cat(state.ess).mean()) if state.ess else None,
+        sampler=strategy.name,
+        steps=strategy.steps(),
+        n=n,
+        seq_len=state.seq_len,
+    )
+    return stats
+
+
+def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = None, **overrides) -> SampleOutput:
     """Draw ``n`` sequences from a masked diffusion model, optionally with EDLM energy rescoring.
 
     Parameters
     ----------
     model : transformers model, str or callable
-        The denoiser: a masked LM (BERT-like, MDLM-style with ``timesteps``, LLaDA-like via ``AutoModel``), its
-        name or local path, or a callable ``(x_t [B, L], t [B]) -> logits [B, L, V]``.
+        The denoiser: a masked LM (BERT-like, MDLM-style with ``timesteps``, LLaDA-like via ``AutoModel``, or a
+        ``*ForCausalLM`` checkpoint saved with ``config.is_causal = False``), its name or local path, or a callable
+        ``(x_t [B, L], t [B]) -> logits [B, L, V]``.
     energy : None, transformers causal LM, str, Energy or callable
         None samples plain masked diffusion.  A causal LM (or name/path) gives the EDLM-AR energy
         ``-log p_AR(x0) + log q(x0 | x_t)``; see :class:`edlm_engine.LogLikelihoodEnergy` for any likelihood.
     n : int
         Number of sequences.
-    seq_len : int, optional
-        Defaults to the template's length, else the denoiser's maximum positions.
-    steps : int
-        Ancestral steps from t = 1 to t = 0 (first_hitting takes one step per masked position instead).
-    sampler : {"ancestral", "first_hitting"}
-    cache : bool
-        Reuse the denoiser output while no sequence changed (time-agnostic denoisers only; exact).
-    is_size, is_window, is_temperature
-        EDLM: candidates per sequence, the interval of t where importance sampling runs, weight temperature.
-    energy_positions : {"all", "masked"}
-        For causal-LM energies: score every position (exact) or only positions masked in x_t.
-    temperature : float
-        Of the denoiser's categorical; 0 means argmax.
-    precision : {"fp64", "fp32-gumbel"}
-        "fp32-gumbel" reproduces the reference code's truncated sampler, for comparisons.
-    prefix : sequence of int or Tensor [P] / [n, P], optional
-        Fixed leading tokens.
-    template : sequence of int or Tensor [L] / [n, L], optional
-        Infilling: generate only where it holds the mask id.
-    mask_id : int, optional
-        Overrides the tokenizer's / config's mask id.
-    batch_size : int, optional
-        Sequences per batch (default: all n).  Sample i depends only on (seed, i), not on the batch size.
-    seed : int
-    device : str or torch.device, optional
-        Defaults to the model's device (CPU for callables).
-    progress : bool
-        Show a tqdm progress bar.
-    first_index : int
-        Global index of this call's first sample: sample ``i`` here is sample ``first_index + i`` of a larger run,
-        so runs can be resumed or split across processes and still give the same sequences.
+    config : SampleConfig, optional
+        Every other option (see :class:`edlm_engine.SampleConfig` for each field and its default).
+    **overrides
+        Fields of ``SampleConfig`` given directly, e.g. ``steps=64, seed=1``; they take precedence over ``config``.
+        An unknown name is a ``TypeError`` naming it.
 
     Returns
     -------
     SampleOutput
+        ``tokens`` int64 [n, seq_len], ``text`` (when the denoiser has a tokenizer) and ``stats``:
+        denoiser_calls, energy_calls, candidates_scored, seconds (sampling), load_seconds (resolving the models),
+        tokens_per_second, mean_ess, sampler, steps, n, seq_len.
 
     Examples
     --------
@@ -255,93 +193,22 @@ def sample(
     >>> out.tokens.shape, bool((out.tokens != 5).all())
     (torch.Size([3, 8]), True)
     """
+    cfg = _config(config, overrides)
+    n = _count("n", n)
     started = time.perf_counter()
-    n = _positive_int("n", n)
-    steps = _positive_int("steps", steps)
-    is_size = _positive_int("is_size", is_size)
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-    try:
-        lo, hi = (float(v) for v in is_window)
-    except (TypeError, ValueError):
-        raise ValueError(f"is_window must be a pair (lo, hi), got {is_window!r}") from None
-    if not (0.0 <= lo <= hi <= 1.0):
-        raise ValueError(f"is_window must satisfy 0 <= lo <= hi <= 1, got {is_window!r}")
-    for name, v in (("is_temperature", is_temperature), ("temperature", temperature)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0.0 <= v < float("inf")):
-            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
-    if energy_positions not in ("all", "masked"):
-        raise ValueError(f"energy_positions must be 'all' or 'masked', got {energy_positions!r}")
-    if precision not in ops.PRECISIONS:
-        raise ValueError(f"precision must be one of {ops.PRECISIONS}, got {precision!r}")
-    if batch_size is not None:
-        batch_size = _positive_int("batch_size", batch_size)
-    ops._check_int("seed", seed, 0, 2**63)
-    ops._check_int("first_index", first_index, 0, 2**40)
-
-    schedule = get_schedule(schedule)
-    if device is None and isinstance(model, torch.nn.Module):
-        device = next(model.parameters()).device
-    device = torch.device(device if device is not None else "cpu")
-    denoiser = as_denoiser(model, mask_id=mask_id, schedule=schedule, trust_remote_code=trust_remote_code,
-                           device=device if isinstance(model, (str, torch.nn.Module)) else None)
-    energy = as_energy(energy, positions=energy_positions, trust_remote_code=trust_remote_code,
-                       device=device if isinstance(energy, (str, torch.nn.Module)) else None)
-    if isinstance(energy, CausalLMEnergy):
-        energy.mask_id = denoiser.mask_id
-    if energy is not None and sampler != "ancestral":
-        raise ValueError("energy rescoring runs with sampler='ancestral'; first_hitting unmasks one token per step")
-    mask = denoiser.mask_id
-
-    if template is not None:
-        template = _rows("template", template, n, device)
-        if seq_len is not None and template.shape[1] != seq_len:
-            raise ValueError(f"template has length {template.shape[1]} but seq_len is {seq_len}")
-        seq_len = template.shape[1]
-    if seq_len is None:
-        seq_len = denoiser.max_positions
-        if seq_len is None:
-            raise ValueError("seq_len is needed: the denoiser does not say how many positions it takes")
-    seq_len = _positive_int("seq_len", seq_len)
-    if denoiser.max_positions is not None and seq_len > denoiser.max_positions:
-        raise ValueError(f"seq_len {seq_len} exceeds the denoiser's {denoiser.max_positions} positions")
-    if isinstance(energy, CausalLMEnergy) and energy.max_positions is not None:
-        need = seq_len + (energy.bos_id is not None)
-        if need > energy.max_positions:
-            raise ValueError(f"seq_len {seq_len} (+BOS) exceeds the energy model's {energy.max_positions} positions")
-    x_init = torch.full((n, seq_len), mask, dtype=torch.int64, device=device) if template is None else template.clone()
-    if prefix is not None:
-        prefix = _rows("prefix", prefix, n, device)
-        if prefix.shape[1] > seq_len:
-            raise ValueError(f"prefix of length {prefix.shape[1]} is longer than seq_len {seq_len}")
-        x_init[:, : prefix.shape[1]] = prefix
-
-    opts = dict(steps=steps, cache=bool(cache), is_size=is_size, is_window=(lo, hi), is_temperature=float(is_temperature),
-                temperature=float(temperature), precision=precision, seed=seed)
-    run = _Run(denoiser, energy, schedule, seq_len, opts)
-    bs = batch_size or n
-    from tqdm.auto import tqdm
-
-    per_batch = steps if sampler == "ancestral" else seq_len
-    out = []
-    with tqdm(total=per_batch * ((n + bs - 1) // bs), disable=not progress, desc=f"edlm {sampler}", unit="step") as bar:
-        for i0 in range(0, n, bs):
-            x = x_init[i0 : i0 + bs]
-            g0 = first_index + i0
-            x = run.ancestral(x, g0, bar) if sampler == "ancestral" else run.first_hitting(x, g0, bar)
-            out.append(x)
-    tokens = torch.cat(out)
-    seconds = time.perf_counter() - started
-    stats = dict(run.stats)
-    stats.update(
-        seconds=seconds,
-        tokens_per_second=n * seq_len / seconds if seconds > 0 else float("inf"),
-        mean_ess=float(torch.cat(run.ess).mean()) if run.ess else None,
-        sampler=sampler,
-        steps=steps if sampler == "ancestral" else seq_len,
-        n=n,
-        seq_len=seq_len,
-    )
+    device = _device(model, cfg)
+    denoiser, energy, schedule = resolve_models(model, energy, cfg, device)
+    strategy_cls = get_sampler(cfg.sampler)
+    if energy is not None and not strategy_cls.supports_energy:
+        raise ValueError(f"energy rescoring does not run with sampler={cfg.sampler!r}; samplers that take an energy: "
+                         f"{[name for name, cls in SAMPLERS.items() if cls.supports_energy]}")
+    seq_len = _sequence_length(denoiser, energy, cfg)
+    x_init = _initial_tokens(denoiser, cfg, n, seq_len, device)
+    loaded = time.perf_counter()
+    state = SamplingRun(denoiser, energy, schedule, seq_len, cfg)
+    strategy = strategy_cls(state)
+    tokens = _run_batches(strategy, x_init, cfg)
+    stats = _collect_stats(state, strategy, n, loaded - started, time.perf_counter() - loaded)
     text = None
     if denoiser.tokenizer is not None:
         text = denoiser.tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=False)

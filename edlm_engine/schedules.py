@@ -19,6 +19,11 @@ class Schedule:
     def alpha_inv(self, a: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def finite_at_one(self) -> bool:
+        """Whether sigma(1) is finite, as a time-conditioned denoiser needs at the first step."""
+        return bool(torch.isfinite(self.sigma(torch.tensor(1.0, dtype=torch.float64))))
+
     def p_unmask(self, t: float, s: float) -> float:
         """Probability that a position masked at time t is clean at s < t: (alpha_s - alpha_t) / (1 - alpha_t)."""
         a_t = float(self.alpha(torch.tensor(t, dtype=torch.float64)))
@@ -67,13 +72,12 @@ class LinearSchedule(LogLinearSchedule):
     def __repr__(self):
         return "LinearSchedule()"
 
-def get_schedule(schedule) -> Schedule:
-    """A schedule from an instance or a name ("loglinear", "linear")."""
+def get_schedule(schedule="loglinear", eps: float = 1e-3) -> Schedule:
+    """A schedule from an instance or a name: "loglinear" (with floor ``eps``) or "linear"."""
     if isinstance(schedule, Schedule):
         return schedule
     if schedule in (None, "loglinear", "log-linear"):
-        return LogLinearSchedule()
+        return LogLinearSchedule(eps)
     if schedule == "linear":
         return LinearSchedule()
     raise ValueError(f"schedule must be a Schedule, 'loglinear' or 'linear', got {schedule!r}")
-

@@ -13,16 +13,24 @@ from edlm_engine import ops
 VOCAB, MASK = 64, 3
 
 
-# transformers 5 reads a config's fields from its own class, so the two test configs spell them out.
-class TinyMDLMConfig(PretrainedConfig):
-    model_type = "edlm-test-tiny-mdlm"
+def _tiny_config(model_type):
+    """A config class of its own per tiny model type: transformers 5 reads a config's fields from its concrete
+    class, so each class defines its __init__ (a shared base class fails with "no attribute vocab_size")."""
 
-    def __init__(self, vocab_size=40, hidden_size=16, model_length=24, mask_token_id=39, **kwargs):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.model_length = model_length
-        self.mask_token_id = mask_token_id
-        super().__init__(**kwargs)
+    class TinyConfig(PretrainedConfig):
+        def __init__(self, vocab_size=40, hidden_size=16, model_length=24, mask_token_id=39, **kwargs):
+            self.vocab_size = vocab_size
+            self.hidden_size = hidden_size
+            self.model_length = model_length
+            self.mask_token_id = mask_token_id
+            super().__init__(**kwargs)
+
+    TinyConfig.model_type = model_type
+    return TinyConfig
+
+
+TinyMDLMConfig = _tiny_config("edlm-test-tiny-mdlm")
+TinyLLaDAConfig = _tiny_config("edlm-test-tiny-llada")
 
 
 class TinyMDLM(PreTrainedModel):
@@ -41,17 +49,6 @@ class TinyMDLM(PreTrainedModel):
         self.seen_timesteps = timesteps
         h = self.embed(input_ids) + self.time(timesteps.float()[:, None, None].expand(*input_ids.shape, 1))
         return MaskedLMOutput(logits=self.out(torch.tanh(h)))
-
-
-class TinyLLaDAConfig(PretrainedConfig):
-    model_type = "edlm-test-tiny-llada"
-
-    def __init__(self, vocab_size=40, hidden_size=16, model_length=24, mask_token_id=39, **kwargs):
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.model_length = model_length
-        self.mask_token_id = mask_token_id
-        super().__init__(**kwargs)
 
 
 class TinyLLaDA(PreTrainedModel):
@@ -183,3 +180,141 @@ def test_hf_bad_inputs_are_clear(paths):
         edlm_engine.sample(paths["bert"], paths["gpt2"], n=1, seq_len=8, sampler="first_hitting", mask_id=MASK)
     with pytest.raises(OSError):
         edlm_engine.sample("/nonexistent/model/path", n=1, seq_len=8)
+
+
+# ---------------------------------------------------------------- what a new user hit (the SampleConfig issue)
+
+
+@pytest.fixture(scope="module")
+def more_paths(tmp_path_factory):
+    from transformers import Qwen2Config, Qwen2ForCausalLM, RobertaConfig, RobertaForMaskedLM, XLMRobertaConfig, \
+        XLMRobertaForMaskedLM
+
+    torch.manual_seed(1)
+    root = tmp_path_factory.mktemp("hf-more")
+    small = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    RobertaForMaskedLM(RobertaConfig(max_position_embeddings=34, **small)).save_pretrained(root / "roberta")
+    XLMRobertaForMaskedLM(XLMRobertaConfig(max_position_embeddings=34, **small)).save_pretrained(root / "xlmr")
+    bidir = Qwen2Config(num_key_value_heads=2, max_position_embeddings=64, **small)
+    bidir.is_causal = False
+    Qwen2ForCausalLM(bidir).save_pretrained(root / "qwen2-bidirectional")
+    Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, max_position_embeddings=64, **small)).save_pretrained(
+        root / "qwen2-causal")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 4)]
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=1, n_head=2, n_positions=40,
+                                      bos_token_id=0, eos_token_id=0))
+    for name, vocab in (("gpt2-same-tok", words), ("gpt2-other-tok", words[:4] + words[4:][::-1])):
+        gpt2.save_pretrained(root / name)
+        _word_tokenizer(vocab).save_pretrained(root / name)
+    BertForMaskedLM(BertConfig(max_position_embeddings=32, **small)).save_pretrained(root / "bert-broken-tok")
+    (root / "bert-broken-tok" / "tokenizer_config.json").write_text("{ not json")
+    return {p.name: str(p) for p in root.iterdir()}
+
+
+def test_ar_log_probability_of_a_row_does_not_depend_on_its_batch(paths):
+    energy = edlm_engine.CausalLMEnergy(paths["gpt2"])  # BOS id 0
+    x = torch.randint(1, VOCAB, (4, 10))
+    x[1, 0] = x[3, 0] = 0  # two rows already start with BOS
+    together = energy.log_prob(x)
+    alone = torch.cat([energy.log_prob(x[i : i + 1]) for i in range(4)])
+    assert torch.allclose(together, alone, rtol=1e-6, atol=1e-9)
+    model = GPT2LMHeadModel.from_pretrained(paths["gpt2"]).eval()
+    with torch.no_grad():  # a row that starts with BOS: its first token is the context, the rest is scored
+        logits = model(x[1:2]).logits[:, :-1]
+    direct = torch.log_softmax(logits.double(), -1).gather(-1, x[1:2, 1:, None]).sum()
+    assert torch.allclose(together[1], direct, rtol=1e-5)
+    weights = torch.rand(4, 10) > 0.5
+    assert torch.allclose(energy.log_prob(x, weights),
+                          torch.cat([energy.log_prob(x[i : i + 1], weights[i : i + 1]) for i in range(4)]), rtol=1e-6)
+    assert not energy.log_prob(x).requires_grad
+
+
+def test_samples_with_bos_rows_do_not_depend_on_the_batch_size(paths):
+    template = [[0] + [MASK] * 9, [MASK] * 10, [0] + [MASK] * 9]
+    kw = dict(n=3, template=template, steps=4, is_size=3, is_window=(0.0, 1.0), mask_id=MASK, seed=2)
+    whole = edlm_engine.sample(paths["bert"], paths["gpt2"], **kw)
+    split = edlm_engine.sample(paths["bert"], paths["gpt2"], batch_size=1, **kw)
+    assert torch.equal(whole.tokens, split.tokens)
+
+
+def test_energy_with_another_token_to_id_map_is_refused(paths, more_paths):
+    kw = dict(n=2, seq_len=6, steps=2, seed=0)
+    with pytest.raises(ValueError, match="does not map tokens to the ids"):
+        edlm_engine.sample(paths["bert-tok"], more_paths["gpt2-other-tok"], **kw)
+    out = edlm_engine.sample(paths["bert-tok"], more_paths["gpt2-other-tok"], allow_vocab_mismatch=True, **kw)
+    assert out.tokens.shape == (2, 6)
+    assert edlm_engine.sample(paths["bert-tok"], more_paths["gpt2-same-tok"], **kw).tokens.shape == (2, 6)
+
+
+@pytest.mark.parametrize("name", ["roberta", "xlmr"])
+def test_roberta_style_position_limit(more_paths, name):
+    out = edlm_engine.sample(more_paths[name], n=1, steps=2, mask_id=MASK, seed=0)  # default seq_len
+    assert out.tokens.shape == (1, 32)  # max_position_embeddings 34 - padding_idx 1 - 1
+    with pytest.raises(ValueError, match="seq_len 33 exceeds"):
+        edlm_engine.sample(more_paths[name], n=1, seq_len=33, steps=2, mask_id=MASK)
+
+
+def test_bidirectional_causal_lm_checkpoint_loads_with_its_head(more_paths):
+    denoiser = edlm_engine.as_denoiser(more_paths["qwen2-bidirectional"], mask_id=MASK)
+    x = torch.randint(4, VOCAB, (1, 8))
+    y = x.clone()
+    y[0, -1] = (y[0, -1] + 1) % VOCAB
+    t = torch.ones(1, dtype=torch.float64)
+    assert denoiser(x, t).shape == (1, 8, VOCAB)
+    assert not torch.allclose(denoiser(x, t)[0, 0], denoiser(y, t)[0, 0])  # the first position sees the last
+    out = edlm_engine.sample(more_paths["qwen2-bidirectional"], n=2, seq_len=8, steps=3, mask_id=MASK, seed=0)
+    assert not (out.tokens == MASK).any()
+    with pytest.raises(ValueError, match="is a causal LM"):
+        edlm_engine.sample(more_paths["qwen2-causal"], n=1, seq_len=8, steps=2, mask_id=MASK)
+
+
+def test_a_users_own_energy_keeps_its_positions(paths):
+    energy = edlm_engine.CausalLMEnergy(paths["gpt2"], positions="masked")
+    edlm_engine.sample(paths["bert"], energy, n=1, seq_len=6, steps=2, mask_id=MASK)
+    assert energy.positions == "masked"
+    edlm_engine.sample(paths["bert"], energy, n=1, seq_len=6, steps=2, mask_id=MASK, energy_positions="all")
+    assert energy.positions == "all"
+
+
+def test_out_of_range_ids_name_the_argument(paths):
+    kw = dict(n=1, seq_len=6, steps=2)
+    with pytest.raises(ValueError, match="mask_id 64 is outside"):
+        edlm_engine.sample(paths["bert"], mask_id=VOCAB, **kw)
+    with pytest.raises(ValueError, match="prefix holds token id 70"):
+        edlm_engine.sample(paths["bert"], mask_id=MASK, prefix=[1, 70], **kw)
+    with pytest.raises(ValueError, match="template holds token id 99"):
+        edlm_engine.sample(paths["bert"], mask_id=MASK, n=1, steps=2, template=[MASK, 99, MASK])
+
+
+def test_a_tokenizer_that_fails_to_load_is_a_warning_naming_the_error(more_paths):
+    with pytest.warns(UserWarning, match="tokenizer of .* did not load"):
+        out = edlm_engine.sample(more_paths["bert-broken-tok"], n=1, seq_len=4, steps=2, mask_id=MASK)
+    assert out.text is None
+
+
+def test_linear_schedule_and_a_time_conditioned_model(paths):
+    with pytest.raises(ValueError, match="schedule='linear' has sigma"):
+        edlm_engine.sample(paths["mdlm"], n=1, steps=2, schedule="linear")
+    out = edlm_engine.sample(paths["llada"], n=1, steps=2, schedule="linear")  # time-agnostic: fine
+    assert not (out.tokens == 39).any()
+
+
+def test_numpy_integers_and_load_time_apart(paths):
+    import numpy as np
+
+    out = edlm_engine.sample(paths["bert"], n=np.int64(2), seq_len=np.int32(6), steps=np.int64(3),
+                             mask_id=np.int64(MASK), seed=np.uint8(1))
+    assert out.tokens.shape == (2, 6)
+    assert out.stats["load_seconds"] > 0 and out.stats["seconds"] > 0
+    assert out.stats["tokens_per_second"] == pytest.approx(12 / out.stats["seconds"])
+
+
+def test_a_mistyped_relative_path_fails_at_once(tmp_path, monkeypatch):
+    import time
+
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        edlm_engine.sample("models/bert-tiny", n=1, seq_len=4)
+    assert time.perf_counter() - t0 < 5
