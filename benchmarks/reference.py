@@ -7,7 +7,7 @@ reference code bases write it, so that the comparison measures the engine and no
     The MDLM/EDLM reference sampler: ``argmax(probs / (1e-10 - log(rand + 1e-10)))`` in float32 over the
     whole ``[k * B, L, V]`` tensor.  EDLM draws its ``k`` importance-sampling candidates by repeating the
     whole logits tensor ``k`` times, so the baseline does too.  Its 24-bit uniforms cap the Gumbel noise and
-    truncate the tail (see SPEC section 3); it is fast, not exact.
+    truncate the tail (docs/design.md, section 2); it is fast, not exact.
 ``gumbel_fp64_step``
     The same sampler in float64, the LLaDA-style fix for that truncation: the whole repeated tensor is cast
     to float64 before the softmax and the noise.

@@ -41,15 +41,24 @@ Known defects kept on purpose (this is "what people write", not a strawman and n
   and of the denoiser just to gather ``k * B * L`` entries.
 * Peak memory is whatever these full tensors cost; nothing is chunked or fused.
 
-Deliberate departures from the public EDLM code (all are correctness bugs the engine does not have and that
-would make the baseline sample a different distribution; none of them changes its cost):
-* weights are ``softmax(-E)``; the public code computes ``softmax(+E)`` (issue #3 on the EDLM repository);
-* ``log q`` uses log-probabilities; the public code gathers probabilities where log-probabilities are meant,
+Departures from the released MDLM / EDLM code, all of them (checked by running both on the oracle language:
+with ``eps = 1e-5`` this module is token-for-token identical to MDLM's sampler, and equal in distribution to the
+fully corrected EDLM sampler):
+* the schedule floor ``eps`` defaults to 1e-3 here (the engine's default); the released configs use 1e-5;
+* ``ar_carry_over`` is dropped: the released EDLM code can score the AR likelihood only at the positions masked
+  in ``x_t``; here the AR model scores every position (the engine's ``energy_positions="all"``, the exact
+  energy), so the carry-over variant is not reproduced;
+* weights are ``softmax(-E)``; the released code computes ``softmax(+E)`` (issue #3 on the EDLM repository);
+* ``log q`` uses log-probabilities; the released code gathers probabilities where log-probabilities are meant,
   and reduces the sums under bf16 autocast;
-* candidate energies are regrouped as ``[k, B]`` to match ``repeat``'s sample-major layout; the public code
+* candidate energies are regrouped as ``[k, B]`` to match ``repeat``'s sample-major layout; the released code
   views them as ``[B, k]``, which mixes candidates of different sequences when ``B > 1`` and ``k > 1``;
-* the importance-sampling step reveals from the chosen candidate; the public code reveals that step from the
-  plain denoiser draw and uses the candidate only through the cache on the following unchanged steps.
+* the cache is batch-wide: the denoiser call is skipped only when no sequence of the batch changed, and the
+  cached candidate is dropped for the whole batch (the engine also rescores only the sequences whose ``x_t``
+  changed);
+* the importance-sampling step reveals from the chosen candidate, as the released code does since its fix for
+  issue #2 (before that fix it revealed from the plain denoiser draw).
+None of these changes the baseline's cost.
 """
 
 from __future__ import annotations

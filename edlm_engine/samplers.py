@@ -22,7 +22,20 @@ SAMPLERS: Dict[str, Type["Sampler"]] = {}
 
 
 def register_sampler(cls):
-    """Class decorator: make a :class:`Sampler` subclass available under its ``name``."""
+    """Class decorator: make a :class:`Sampler` subclass available under its ``name``.
+
+    Examples
+    --------
+    >>> import edlm_engine
+    >>> @register_sampler
+    ... class Greedy(AncestralSampler):  # ancestral steps that always take the most likely token
+    ...     name = "greedy-ancestral"
+    ...     def _rng(self):
+    ...         return dict(super()._rng(), temperature=0.0)
+    >>> edlm_engine.SampleConfig(sampler="greedy-ancestral").sampler
+    'greedy-ancestral'
+    >>> del SAMPLERS["greedy-ancestral"]
+    """
     SAMPLERS[cls.name] = cls
     return cls
 

@@ -5,10 +5,10 @@ import doctest
 import pytest
 
 import edlm_engine
-from edlm_engine import models, ops, oracle, oracle_preset, sampler, schedules
+from edlm_engine import config, models, ops, oracle, oracle_preset, sampler, samplers, schedules
 
 
-@pytest.mark.parametrize("module", [edlm_engine, ops, sampler, models, schedules, oracle, oracle_preset], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [edlm_engine, ops, sampler, samplers, config, models, schedules, oracle, oracle_preset], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0

@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
 

@@ -3,6 +3,7 @@
 // xor-butterfly, tile-sequential), so the tokens equal the CPU kernel's bit for bit.  Build with -fmad=false so no multiply-add is fused.
 #include <stdint.h>
 
+#include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
 #include "../common/row_sampler.h"

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "../../csrc/common/gumbel.h"
 #include "../../csrc/common/philox.h"
 #include "../../csrc/common/row_sampler.h"
 #include "../../csrc/common/scalar_math.h"
