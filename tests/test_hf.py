@@ -227,6 +227,10 @@ def test_ar_log_probability_of_a_row_does_not_depend_on_its_batch(paths):
     assert torch.allclose(energy.log_prob(x, weights),
                           torch.cat([energy.log_prob(x[i : i + 1], weights[i : i + 1]) for i in range(4)]), rtol=1e-6)
     assert not energy.log_prob(x).requires_grad
+    no_bos = edlm_engine.CausalLMEnergy(paths["gpt2-small-vocab"])  # its BOS id 50256 lies outside its 32 tokens
+    assert no_bos.bos_id is None
+    y = torch.randint(0, 32, (4, 10))
+    assert torch.allclose(no_bos.log_prob(y), torch.cat([no_bos.log_prob(y[i : i + 1]) for i in range(4)]), rtol=1e-6)
 
 
 def test_samples_with_bos_rows_do_not_depend_on_the_batch_size(paths):
