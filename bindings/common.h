@@ -6,6 +6,7 @@
 
 #include <string>
 
+#include "../csrc/common/filter.h"
 #include "../csrc/common/logprob.h"
 #include "../csrc/common/philox.h"
 #include "../csrc/common/types.h"
@@ -129,12 +130,29 @@ inline void raise_status(Status s, const char* op, const char* what, int64_t L, 
 struct DrawArgs {
   RngArgs rng;
   Precision precision;
+  FilterArgs filter;
 };
 
+// top_k 0, top_p 1 and min_p 0 switch a filter off.
+inline FilterArgs filter_args(int64_t top_k, double top_p, double min_p, Precision precision, const char* op) {
+  TORCH_CHECK_VALUE(top_k >= 0, op, ": top_k must be >= 0 (0: off), got ", top_k);
+  TORCH_CHECK_VALUE(top_p > 0.0 && top_p <= 1.0, op, ": top_p must be in (0, 1] (1: off), got ", top_p);
+  TORCH_CHECK_VALUE(min_p >= 0.0 && min_p <= 1.0, op, ": min_p must be in [0, 1] (0: off), got ", min_p);
+  FilterArgs f;
+  f.top_k = top_k;
+  f.top_p = top_p;
+  f.min_p = min_p;
+  TORCH_CHECK_VALUE(!filters_on(f) || precision == Precision::kFP64, op,
+                    ": top_k, top_p and min_p need precision 'fp64' (the fp32-gumbel emulation has no filters)");
+  return f;
+}
+
 inline DrawArgs draw_args(double temperature, const std::string& precision, int64_t seed, int64_t offset,
-                          int64_t row_offset, int64_t rows, int64_t draws, int64_t V, const char* op) {
+                          int64_t row_offset, int64_t rows, int64_t draws, int64_t V, int64_t top_k, double top_p,
+                          double min_p, const char* op) {
   check_temperature(temperature, op);
-  const DrawArgs d{make_rng(seed, offset, row_offset, rows, op), parse_precision(precision, op)};
+  const Precision prec = parse_precision(precision, op);
+  const DrawArgs d{make_rng(seed, offset, row_offset, rows, op), prec, filter_args(top_k, top_p, min_p, prec, op)};
   if (d.precision == Precision::kFP32Gumbel) {
     TORCH_CHECK_VALUE(uint64_t(draws) * uint64_t((V + 3) / 4) + 1 < kMaxSub, op,
                       ": fp32-gumbel supports draws per row * V / 4 < 2^40");
@@ -152,12 +170,12 @@ struct CategoricalArgs : DrawArgs {
 inline CategoricalArgs prepare_categorical(const at::Tensor& logits, int64_t num_samples, int64_t seed,
                                            int64_t offset, double temperature,
                                            const c10::optional<at::Tensor>& exclude, const std::string& precision,
-                                           int64_t row_offset) {
+                                           int64_t top_k, double top_p, double min_p, int64_t row_offset) {
   const char* op = "edlm_engine.ops.categorical";
   check_logits(logits, 2, op);
   TORCH_CHECK_VALUE(num_samples >= 1, op, ": num_samples must be >= 1, got ", num_samples);
   CategoricalArgs a{draw_args(temperature, precision, seed, offset, row_offset, logits.size(0), num_samples,
-                              logits.size(1), op)};
+                              logits.size(1), top_k, top_p, min_p, op)};
   a.logits = logits;
   if (exclude.has_value() && exclude->numel() > 0) {
     check_same_device(logits, *exclude, "logits", "exclude", op);
@@ -179,7 +197,8 @@ struct MaskedArgs : DrawArgs {
 
 inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                                         const at::Tensor& p_unmask, int64_t seed, int64_t offset, double temperature,
-                                        const std::string& precision, int64_t row_offset) {
+                                        const std::string& precision, int64_t top_k, double top_p, double min_p,
+                                        int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_masked";
   check_masked_inputs(logits, x_t, mask_id, op);
   check_same_device(logits, p_unmask, "logits", "p_unmask", op);
@@ -188,7 +207,8 @@ inline MaskedArgs prepare_sample_masked(const at::Tensor& logits, const at::Tens
                    p_unmask.scalar_type());
   TORCH_CHECK_VALUE(p_unmask.dim() == 0 || (p_unmask.dim() == 1 && p_unmask.size(0) == B), op,
                     ": p_unmask must be a scalar or have shape [B] = [", B, "], got ", p_unmask.sizes());
-  MaskedArgs a{draw_args(temperature, precision, seed, offset, row_offset, B * logits.size(1), 1, logits.size(2), op)};
+  MaskedArgs a{draw_args(temperature, precision, seed, offset, row_offset, B * logits.size(1), 1, logits.size(2),
+                         top_k, top_p, min_p, op)};
   // Its range is checked by the kernels, per row, through the status word (no read-back here).
   a.p_unmask = p_unmask.to(at::kDouble).expand({B}).contiguous();
   a.x_t = x_t.contiguous();
@@ -202,16 +222,34 @@ struct CandidateArgs : DrawArgs {
 
 inline CandidateArgs prepare_sample_candidates(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                                                int64_t k, int64_t seed, int64_t offset, double temperature,
-                                               const std::string& precision, int64_t row_offset) {
+                                               const std::string& precision, int64_t top_k, double top_p,
+                                               double min_p, int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_candidates";
   check_masked_inputs(logits, x_t, mask_id, op);
   TORCH_CHECK_VALUE(k >= 1, op, ": k must be >= 1, got ", k);
   CandidateArgs a{draw_args(temperature, precision, seed, offset, row_offset, logits.size(0) * logits.size(1), k,
-                            logits.size(2), op)};
+                            logits.size(2), top_k, top_p, min_p, op)};
   a.x_t = x_t.contiguous();
   const auto opts = x_t.options();
   a.x0 = at::empty({k, logits.size(0), logits.size(1)}, opts);
   a.log_q = at::empty({k, logits.size(0)}, opts.dtype(at::kDouble));
+  return a;
+}
+
+struct ScoredArgs : DrawArgs {
+  at::Tensor x_t, tokens, scores;
+};
+
+inline ScoredArgs prepare_sample_scored(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id, int64_t seed,
+                                       int64_t offset, double temperature, int64_t top_k, double top_p, double min_p,
+                                       int64_t row_offset) {
+  const char* op = "edlm_engine.ops.sample_scored";
+  check_masked_inputs(logits, x_t, mask_id, op);
+  ScoredArgs a{draw_args(temperature, "fp64", seed, offset, row_offset, logits.size(0) * logits.size(1), 1,
+                         logits.size(2), top_k, top_p, min_p, op)};
+  a.x_t = x_t.contiguous();
+  a.tokens = at::empty_like(a.x_t);
+  a.scores = at::empty({kNumScores, logits.size(0), logits.size(1)}, x_t.options().dtype(at::kDouble));
   return a;
 }
 

@@ -13,13 +13,14 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> categorical_cpu(const at::Tensor& logits, int64_t num_samples, int64_t seed,
                                                    int64_t offset, double temperature,
                                                    const c10::optional<at::Tensor>& exclude,
-                                                   c10::string_view precision, int64_t row_offset) {
-  auto a = prepare_categorical(logits, num_samples, seed, offset, temperature, exclude, std::string(precision),
-                               row_offset);
+                                                   c10::string_view precision, int64_t top_k, double top_p,
+                                                   double min_p, int64_t row_offset) {
+  auto a = prepare_categorical(logits, num_samples, seed, offset, temperature, exclude, std::string(precision), top_k,
+                               top_p, min_p, row_offset);
   const int64_t* ex = a.exclude.defined() ? a.exclude.const_data_ptr<int64_t>() : nullptr;
   const int64_t n_ex = a.exclude.defined() ? a.exclude.numel() : 0;
   const Status s = EDLM_DISPATCH_LOGITS(logits.scalar_type(), "edlm_engine.ops.categorical", [&] {
-    return cpu::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, ex, n_ex, a.precision,
+    return cpu::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, a.filter, ex, n_ex, a.precision,
                             a.tokens.mutable_data_ptr<int64_t>(), a.logp.mutable_data_ptr<double>());
   });
   raise_status(s, "edlm_engine.ops.categorical", "logits", 0, logits.size(-1));
@@ -28,12 +29,13 @@ std::tuple<at::Tensor, at::Tensor> categorical_cpu(const at::Tensor& logits, int
 
 at::Tensor sample_masked_cpu(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                              const at::Tensor& p_unmask, int64_t seed, int64_t offset, double temperature,
-                             c10::string_view precision, int64_t row_offset) {
+                             c10::string_view precision, int64_t top_k, double top_p, double min_p,
+                             int64_t row_offset) {
   auto a = prepare_sample_masked(logits, x_t, mask_id, p_unmask, seed, offset, temperature, std::string(precision),
-                                 row_offset);
+                                 top_k, top_p, min_p, row_offset);
   const Status s = EDLM_DISPATCH_LOGITS(logits.scalar_type(), "edlm_engine.ops.sample_masked", [&] {
     return cpu::sample_masked(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id,
-                              a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.precision,
+                              a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.filter, a.precision,
                               a.out.mutable_data_ptr<int64_t>());
   });
   raise_status(s, "edlm_engine.ops.sample_masked", "logits", logits.size(1), logits.size(2));
@@ -43,16 +45,29 @@ at::Tensor sample_masked_cpu(const at::Tensor& logits, const at::Tensor& x_t, in
 std::tuple<at::Tensor, at::Tensor> sample_candidates_cpu(const at::Tensor& logits, const at::Tensor& x_t,
                                                          int64_t mask_id, int64_t k, int64_t seed, int64_t offset,
                                                          double temperature, c10::string_view precision,
+                                                         int64_t top_k, double top_p, double min_p,
                                                          int64_t row_offset) {
   auto a = prepare_sample_candidates(logits, x_t, mask_id, k, seed, offset, temperature, std::string(precision),
-                                     row_offset);
+                                     top_k, top_p, min_p, row_offset);
   const Status s = EDLM_DISPATCH_LOGITS(logits.scalar_type(), "edlm_engine.ops.sample_candidates", [&] {
     return cpu::sample_candidates(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, k, a.rng,
-                                  temperature, a.precision, a.x0.mutable_data_ptr<int64_t>(),
+                                  temperature, a.filter, a.precision, a.x0.mutable_data_ptr<int64_t>(),
                                   a.log_q.mutable_data_ptr<double>());
   });
   raise_status(s, "edlm_engine.ops.sample_candidates", "logits", logits.size(1), logits.size(2));
   return {a.x0, a.log_q};
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_scored_cpu(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
+                                                     int64_t seed, int64_t offset, double temperature, int64_t top_k,
+                                                     double top_p, double min_p, int64_t row_offset) {
+  auto a = prepare_sample_scored(logits, x_t, mask_id, seed, offset, temperature, top_k, top_p, min_p, row_offset);
+  const Status s = EDLM_DISPATCH_LOGITS(logits.scalar_type(), "edlm_engine.ops.sample_scored", [&] {
+    return cpu::sample_scored(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, a.rng, temperature,
+                              a.filter, a.tokens.mutable_data_ptr<int64_t>(), a.scores.mutable_data_ptr<double>());
+  });
+  raise_status(s, "edlm_engine.ops.sample_scored", "logits", logits.size(1), logits.size(2));
+  return {a.tokens, a.scores};
 }
 
 std::tuple<at::Tensor, at::Tensor> importance_resample_cpu(const at::Tensor& energies, int64_t seed, int64_t offset,
@@ -105,13 +120,16 @@ at::Tensor sequence_logprob_cpu(const at::Tensor& logits, const at::Tensor& targ
 TORCH_LIBRARY(edlm_engine, m) {
   m.def(
       "categorical(Tensor logits, int num_samples, int seed, int offset, float temperature, Tensor? exclude, "
-      "str precision, int row_offset) -> (Tensor, Tensor)");
+      "str precision, int top_k, float top_p, float min_p, int row_offset) -> (Tensor, Tensor)");
   m.def(
       "sample_masked(Tensor logits, Tensor x_t, int mask_id, Tensor p_unmask, int seed, int offset, "
-      "float temperature, str precision, int row_offset) -> Tensor");
+      "float temperature, str precision, int top_k, float top_p, float min_p, int row_offset) -> Tensor");
   m.def(
       "sample_candidates(Tensor logits, Tensor x_t, int mask_id, int k, int seed, int offset, float temperature, "
-      "str precision, int row_offset) -> (Tensor, Tensor)");
+      "str precision, int top_k, float top_p, float min_p, int row_offset) -> (Tensor, Tensor)");
+  m.def(
+      "sample_scored(Tensor logits, Tensor x_t, int mask_id, int seed, int offset, float temperature, int top_k, "
+      "float top_p, float min_p, int row_offset) -> (Tensor, Tensor)");
   m.def("importance_resample(Tensor energies, int seed, int offset, float temperature, int row_offset) -> (Tensor, Tensor)");
   m.def("uniform(Tensor like, int seed, int offset, int row_offset) -> Tensor");
   m.def("token_logprob(Tensor logits, Tensor targets, Tensor? weights) -> Tensor");
@@ -122,6 +140,7 @@ TORCH_LIBRARY_IMPL(edlm_engine, CPU, m) {
   m.impl("categorical", &edlm::bind::categorical_cpu);
   m.impl("sample_masked", &edlm::bind::sample_masked_cpu);
   m.impl("sample_candidates", &edlm::bind::sample_candidates_cpu);
+  m.impl("sample_scored", &edlm::bind::sample_scored_cpu);
   m.impl("importance_resample", &edlm::bind::importance_resample_cpu);
   m.impl("uniform", &edlm::bind::uniform_cpu);
   m.impl("token_logprob", &edlm::bind::token_logprob_cpu);

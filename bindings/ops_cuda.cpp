@@ -27,11 +27,11 @@ struct DeviceStatus {
   Status read() const { return unpack_status(static_cast<unsigned long long>(word.item<int64_t>())); }
 };
 
-// Null when the kernels read no tile stats (temperature 0, no rows).
+// Null when the kernels read no tile stats (no rows, or an argmax at temperature 0).
 struct Workspace {
   at::Tensor bytes;
-  Workspace(const at::Tensor& like, int64_t rows, int64_t V, double temperature) {
-    const auto n = int64_t(cuda::workspace_bytes(rows, V, temperature));
+  Workspace(const at::Tensor& like, int64_t rows, int64_t V, bool reads_tiles) {
+    const auto n = int64_t(cuda::workspace_bytes(rows, V, reads_tiles));
     if (n > 0) bytes = at::empty({n}, like.options().dtype(at::kByte));
   }
   void* ptr() { return bytes.defined() ? bytes.mutable_data_ptr() : nullptr; }
@@ -40,17 +40,18 @@ struct Workspace {
 std::tuple<at::Tensor, at::Tensor> categorical_cuda(const at::Tensor& logits, int64_t num_samples, int64_t seed,
                                                     int64_t offset, double temperature,
                                                     const c10::optional<at::Tensor>& exclude,
-                                                    c10::string_view precision, int64_t row_offset) {
+                                                    c10::string_view precision, int64_t top_k, double top_p,
+                                                    double min_p, int64_t row_offset) {
   const char* op = "edlm_engine.ops.categorical";
   const c10::cuda::CUDAGuard guard(logits.device());
-  auto a = prepare_categorical(logits, num_samples, seed, offset, temperature, exclude, std::string(precision),
-                               row_offset);
+  auto a = prepare_categorical(logits, num_samples, seed, offset, temperature, exclude, std::string(precision), top_k,
+                               top_p, min_p, row_offset);
   const int64_t* ex = a.exclude.defined() ? a.exclude.const_data_ptr<int64_t>() : nullptr;
   const int64_t n_ex = a.exclude.defined() ? a.exclude.numel() : 0;
-  Workspace ws(logits, logits.size(0), logits.size(1), temperature);
+  Workspace ws(logits, logits.size(0), logits.size(1), temperature > 0.0);
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
-    return cuda::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, ex, n_ex, a.precision,
+    return cuda::categorical(view3<scalar_t>(logits), num_samples, a.rng, temperature, a.filter, ex, n_ex, a.precision,
                              a.tokens.mutable_data_ptr<int64_t>(), a.logp.mutable_data_ptr<double>(),
                              ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
   });
@@ -61,16 +62,17 @@ std::tuple<at::Tensor, at::Tensor> categorical_cuda(const at::Tensor& logits, in
 
 at::Tensor sample_masked_cuda(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                               const at::Tensor& p_unmask, int64_t seed, int64_t offset, double temperature,
-                              c10::string_view precision, int64_t row_offset) {
+                              c10::string_view precision, int64_t top_k, double top_p, double min_p,
+                              int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_masked";
   const c10::cuda::CUDAGuard guard(logits.device());
   auto a = prepare_sample_masked(logits, x_t, mask_id, p_unmask, seed, offset, temperature, std::string(precision),
-                                 row_offset);
-  Workspace ws(logits, logits.size(0) * logits.size(1), logits.size(2), temperature);
+                                 top_k, top_p, min_p, row_offset);
+  Workspace ws(logits, logits.size(0) * logits.size(1), logits.size(2), temperature > 0.0);
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::sample_masked(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id,
-                               a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.precision,
+                               a.p_unmask.const_data_ptr<double>(), a.rng, temperature, a.filter, a.precision,
                                a.out.mutable_data_ptr<int64_t>(), ws.ptr(), st.ptr(),
                                c10::cuda::getCurrentCUDAStream());
   });
@@ -82,24 +84,43 @@ at::Tensor sample_masked_cuda(const at::Tensor& logits, const at::Tensor& x_t, i
 std::tuple<at::Tensor, at::Tensor> sample_candidates_cuda(const at::Tensor& logits, const at::Tensor& x_t,
                                                           int64_t mask_id, int64_t k, int64_t seed, int64_t offset,
                                                           double temperature, c10::string_view precision,
+                                                          int64_t top_k, double top_p, double min_p,
                                                           int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_candidates";
   const c10::cuda::CUDAGuard guard(logits.device());
   auto a = prepare_sample_candidates(logits, x_t, mask_id, k, seed, offset, temperature, std::string(precision),
-                                     row_offset);
+                                     top_k, top_p, min_p, row_offset);
   const int64_t rows = logits.size(0) * logits.size(1);
-  Workspace ws(logits, rows, logits.size(2), temperature);
+  Workspace ws(logits, rows, logits.size(2), temperature > 0.0);
   auto lp = at::empty({rows * k}, logits.options().dtype(at::kDouble));
   DeviceStatus st(logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::sample_candidates(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, k, a.rng,
-                                   temperature, a.precision, a.x0.mutable_data_ptr<int64_t>(),
+                                   temperature, a.filter, a.precision, a.x0.mutable_data_ptr<int64_t>(),
                                    a.log_q.mutable_data_ptr<double>(), lp.mutable_data_ptr<double>(),
                                    ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
   raise_status(st.read(), op, "logits", logits.size(1), logits.size(2));
   return {a.x0, a.log_q};
+}
+
+std::tuple<at::Tensor, at::Tensor> sample_scored_cuda(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
+                                                      int64_t seed, int64_t offset, double temperature, int64_t top_k,
+                                                      double top_p, double min_p, int64_t row_offset) {
+  const char* op = "edlm_engine.ops.sample_scored";
+  const c10::cuda::CUDAGuard guard(logits.device());
+  auto a = prepare_sample_scored(logits, x_t, mask_id, seed, offset, temperature, top_k, top_p, min_p, row_offset);
+  Workspace ws(logits, logits.size(0) * logits.size(1), logits.size(2), true);
+  DeviceStatus st(logits.device());
+  const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
+    return cuda::sample_scored(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, a.rng, temperature,
+                               a.filter, a.tokens.mutable_data_ptr<int64_t>(), a.scores.mutable_data_ptr<double>(),
+                               ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
+  });
+  check_cuda(err, op);
+  raise_status(st.read(), op, "logits", logits.size(1), logits.size(2));
+  return {a.tokens, a.scores};
 }
 
 std::tuple<at::Tensor, at::Tensor> importance_resample_cuda(const at::Tensor& energies, int64_t seed,
@@ -164,6 +185,7 @@ TORCH_LIBRARY_IMPL(edlm_engine, CUDA, m) {
   m.impl("categorical", &edlm::bind::categorical_cuda);
   m.impl("sample_masked", &edlm::bind::sample_masked_cuda);
   m.impl("sample_candidates", &edlm::bind::sample_candidates_cuda);
+  m.impl("sample_scored", &edlm::bind::sample_scored_cuda);
   m.impl("importance_resample", &edlm::bind::importance_resample_cuda);
   m.impl("uniform", &edlm::bind::uniform_cuda);
   m.impl("token_logprob", &edlm::bind::token_logprob_cuda);

@@ -19,6 +19,8 @@ __all__ = [
     "categorical",
     "sample_masked",
     "sample_candidates",
+    "sample_scored",
+    "SCORES",
     "importance_resample",
     "uniform",
     "token_logprob",
@@ -29,6 +31,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp64", "fp32-gumbel")
+SCORES = ("p_draw", "p_top1", "p_top2", "entropy")  # the rows of sample_scored's scores
 _ops = torch.ops.edlm_engine
 
 
@@ -80,6 +83,21 @@ def _check_common(seed, offset, temperature, precision, row_offset=0) -> Tuple[i
     return seed, offset, temperature, precision, row_offset
 
 
+def _check_filters(top_k, top_p, min_p) -> Tuple[int, float, float]:
+    """The filters as the native ops take them: 0, 1.0 and 0.0 switch top_k, top_p and min_p off."""
+    top_k = 0 if top_k is None else _check_int("top_k", top_k, 1)
+    for name, value, default in (("top_p", top_p, 1.0), ("min_p", min_p, 0.0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"{name} must be a number or None, got {type(value).__name__}")
+    top_p = 1.0 if top_p is None else float(top_p)
+    min_p = 0.0 if min_p is None else float(min_p)
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if not 0.0 <= min_p <= 1.0:
+        raise ValueError(f"min_p must be in [0, 1], got {min_p}")
+    return top_k, top_p, min_p
+
+
 def _check_logits(logits: torch.Tensor) -> None:
     if not isinstance(logits, torch.Tensor):
         raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
@@ -97,6 +115,9 @@ def categorical(
     exclude: Optional[Union[int, torch.Tensor, Sequence[int]]] = None,
     precision: str = "fp64",
     row_offset: int = 0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draw ``num_samples`` tokens per row from ``softmax(logits / temperature)``, exactly.
 
@@ -120,6 +141,11 @@ def categorical(
         for comparisons only.
     row_offset : int
         Global index of the first row, so that splitting rows across calls gives the same draws.
+    top_k, top_p, min_p : optional
+        Filters applied exactly before the draw, the kept set renormalized: the ``top_k`` largest logits
+        (ties with the k-th kept), then the smallest set of the largest whose probability reaches ``top_p`` (the
+        crossing token kept, ties with it too), then the tokens with ``p >= min_p * p_max``.  None is off.
+        Found by a threshold search over the row, without sorting; fp64 precision only.
 
     Returns
     -------
@@ -143,7 +169,9 @@ def categorical(
     flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 2 else logits
     if exclude is not None:
         exclude = _exclude_tensor(exclude).to(logits.device)  # its range is checked natively, with no read-back
-    tokens, logp = _ops.categorical(flat, num_samples, seed, offset, temperature, exclude, precision, row_offset)
+    filters = _check_filters(top_k, top_p, min_p)
+    tokens, logp = _ops.categorical(flat, num_samples, seed, offset, temperature, exclude, precision, *filters,
+                                    row_offset)
     return tokens.reshape(*lead, num_samples), logp.reshape(*lead, num_samples)
 
 
@@ -199,6 +227,9 @@ def sample_masked(
     temperature: float = 1.0,
     precision: str = "fp64",
     row_offset: int = 0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
 ) -> torch.Tensor:
     """One ancestral reverse step of masked diffusion.
 
@@ -221,6 +252,8 @@ def sample_masked(
     seed, offset, temperature, precision, row_offset
         As in :func:`categorical`; with ``"fp64"``, row ``b * L + l`` draws exactly what ``categorical`` would
         draw for it.
+    top_k, top_p, min_p : optional
+        As in :func:`categorical`.
 
     Returns
     -------
@@ -238,7 +271,8 @@ def sample_masked(
     _check_masked(logits, x_t, mask_id)
     seed, offset, temperature, precision, row_offset = _check_common(seed, offset, temperature, precision, row_offset)
     p = _p_unmask_tensor(p_unmask, logits.shape[0], logits.device)
-    return _ops.sample_masked(logits, x_t, mask_id, p, seed, offset, temperature, precision, row_offset)
+    filters = _check_filters(top_k, top_p, min_p)
+    return _ops.sample_masked(logits, x_t, mask_id, p, seed, offset, temperature, precision, *filters, row_offset)
 
 
 def sample_candidates(
@@ -252,6 +286,9 @@ def sample_candidates(
     temperature: float = 1.0,
     precision: str = "fp64",
     row_offset: int = 0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Draw ``k`` clean candidates ``x0 ~ p(x0 | x_t)`` for EDLM importance sampling.
 
@@ -268,6 +305,8 @@ def sample_candidates(
         Candidates per sequence, ``>= 1``.
     seed, offset, temperature, precision, row_offset
         As in :func:`categorical`: candidate ``j`` of row ``b * L + l`` is draw ``j`` of that row.
+    top_k, top_p, min_p : optional
+        As in :func:`categorical`; ``log_q`` is then of the filtered, renormalized distribution.
 
     Returns
     -------
@@ -286,7 +325,64 @@ def sample_candidates(
     _check_masked(logits, x_t, mask_id)
     k = _check_int("k", k, 1)
     seed, offset, temperature, precision, row_offset = _check_common(seed, offset, temperature, precision, row_offset)
-    return _ops.sample_candidates(logits, x_t, mask_id, k, seed, offset, temperature, precision, row_offset)
+    filters = _check_filters(top_k, top_p, min_p)
+    return _ops.sample_candidates(logits, x_t, mask_id, k, seed, offset, temperature, precision, *filters, row_offset)
+
+
+def sample_scored(
+    logits: torch.Tensor,
+    x_t: torch.Tensor,
+    mask_id: int,
+    *,
+    seed: int,
+    offset: int = 0,
+    temperature: float = 1.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
+    row_offset: int = 0,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One draw per masked position together with the scores confidence-based decoding ranks positions by.
+
+    Each masked position of ``x_t`` draws a token from ``softmax(logits / temperature)`` (mask excluded,
+    filters applied, kept set renormalized), exactly, and returns with it the probability of the draw, the two
+    largest probabilities and the entropy of that filtered distribution, all from one read of its row.  Positions
+    that are not masked are copied and never read (their scores are 0, 0, 0 and +inf: they rank last): pass the slice of the logits that may commit,
+    e.g. the current block, to read nothing else.  At temperature 0 the draw is the argmax and the scores are
+    those of the temperature-1 distribution.
+
+    Parameters
+    ----------
+    logits : Tensor [B, L, V]
+        float32, float16 or bfloat16; any strides with the last dimension contiguous (a block slice is read in
+        place).
+    x_t : int64 Tensor [B, L]
+    mask_id : int
+    seed, offset, temperature, row_offset
+        As in :func:`categorical`; the draw of row ``b * L + l`` is draw 0 of that row, as in
+        :func:`categorical`.
+    top_k, top_p, min_p : optional
+        As in :func:`categorical`.
+
+    Returns
+    -------
+    tokens : int64 Tensor [B, L]
+    scores : float64 Tensor [4, B, L]
+        ``p_draw``, ``p_top1``, ``p_top2`` and ``entropy`` (nats), in the order of :data:`SCORES`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from edlm_engine import ops
+    >>> logits = torch.log(torch.tensor([[[0.5, 0.3, 0.2, 0.0]]]))  # id 3 is the mask
+    >>> tokens, scores = ops.sample_scored(logits, torch.full((1, 1), 3), 3, seed=0, temperature=0.0)
+    >>> tokens.item(), [round(v, 3) for v in scores[:3, 0, 0].tolist()]
+    (0, [0.5, 0.5, 0.3])
+    """
+    _check_masked(logits, x_t, mask_id)
+    seed, offset, temperature, _, row_offset = _check_common(seed, offset, temperature, "fp64", row_offset)
+    filters = _check_filters(top_k, top_p, min_p)
+    return _ops.sample_scored(logits, x_t, mask_id, seed, offset, temperature, *filters, row_offset)
 
 
 def importance_resample(
@@ -557,7 +653,8 @@ def _sequence_logprob_fake(logits, targets, weights):
 
 
 @torch.library.register_fake("edlm_engine::categorical")
-def _categorical_fake(logits, num_samples, seed, offset, temperature, exclude, precision, row_offset):
+def _categorical_fake(logits, num_samples, seed, offset, temperature, exclude, precision, top_k, top_p, min_p,
+                     row_offset):
     shape = (logits.shape[0], num_samples)
     return (
         logits.new_empty(shape, dtype=torch.int64),
@@ -566,14 +663,22 @@ def _categorical_fake(logits, num_samples, seed, offset, temperature, exclude, p
 
 
 @torch.library.register_fake("edlm_engine::sample_masked")
-def _sample_masked_fake(logits, x_t, mask_id, p_unmask, seed, offset, temperature, precision, row_offset):
+def _sample_masked_fake(logits, x_t, mask_id, p_unmask, seed, offset, temperature, precision, top_k, top_p, min_p,
+                        row_offset):
     return torch.empty_like(x_t, memory_format=torch.contiguous_format)
 
 
 @torch.library.register_fake("edlm_engine::sample_candidates")
-def _sample_candidates_fake(logits, x_t, mask_id, k, seed, offset, temperature, precision, row_offset):
+def _sample_candidates_fake(logits, x_t, mask_id, k, seed, offset, temperature, precision, top_k, top_p, min_p,
+                            row_offset):
     B, L = x_t.shape
     return x_t.new_empty((k, B, L)), x_t.new_empty((k, B), dtype=torch.float64)
+
+
+@torch.library.register_fake("edlm_engine::sample_scored")
+def _sample_scored_fake(logits, x_t, mask_id, seed, offset, temperature, top_k, top_p, min_p, row_offset):
+    B, L = x_t.shape
+    return torch.empty_like(x_t, memory_format=torch.contiguous_format), x_t.new_empty((4, B, L), dtype=torch.float64)
 
 
 @torch.library.register_fake("edlm_engine::importance_resample")

@@ -25,6 +25,10 @@ def main() -> None:
             ops.categorical(logits[0], k, exclude=[0, V - 1, 0], **kw)
             ops.sample_masked(logits, x_t, V - 1, p, **kw)
             ops.sample_candidates(logits, x_t, V - 1, k, **kw)
+    for temperature in (1.0, 0.0):
+        ops.sample_scored(logits, x_t, V - 1, seed=1, temperature=temperature)
+        ops.sample_scored(logits, x_t, V - 1, seed=1, temperature=temperature, top_k=5, top_p=0.9, min_p=0.01)
+        ops.categorical(logits[0], k, seed=1, temperature=temperature, top_p=0.5)
     ops.sample_candidates(logits[:, :0], x_t[:, :0], V - 1, k, seed=1)
     ops.importance_resample(torch.randn(B, k, device=dev), seed=1)
     ops.uniform((B, L), seed=1, device=dev)

@@ -398,12 +398,18 @@ def test_native_checks_back_the_wrappers():
     # Calling the registered op directly (as torch.compile would) still names the bad argument.
     with pytest.raises(ValueError, match="mask_id"):
         torch.ops.edlm_engine.sample_masked(torch.randn(1, 2, 5), torch.zeros(1, 2, dtype=torch.long), 7,
-                                            torch.tensor(0.5, dtype=torch.float64), 0, 0, 1.0, "fp64", 0)
+                                            torch.tensor(0.5, dtype=torch.float64), 0, 0, 1.0, "fp64", 0, 1.0, 0.0, 0)
     with pytest.raises(ValueError, match="p_unmask"):
         torch.ops.edlm_engine.sample_masked(torch.randn(1, 2, 5), torch.zeros(1, 2, dtype=torch.long), 0,
-                                            torch.tensor(2.0, dtype=torch.float64), 0, 0, 1.0, "fp64", 0)
+                                            torch.tensor(2.0, dtype=torch.float64), 0, 0, 1.0, "fp64", 0, 1.0, 0.0, 0)
     with pytest.raises(TypeError, match="bfloat16"):
-        torch.ops.edlm_engine.categorical(torch.zeros(2, 3, dtype=torch.float64), 1, 0, 0, 1.0, None, "fp64", 0)
+        torch.ops.edlm_engine.categorical(torch.zeros(2, 3, dtype=torch.float64), 1, 0, 0, 1.0, None, "fp64", 0, 1.0,
+                                          0.0, 0)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        torch.ops.edlm_engine.sample_scored(torch.randn(1, 2, 5), torch.zeros(1, 2, dtype=torch.long), 0, 0, 0, 1.0,
+                                            0, 1.5, 0.0, 0)
+    with pytest.raises(ValueError, match="need precision 'fp64'"):
+        torch.ops.edlm_engine.categorical(torch.zeros(2, 3), 1, 0, 0, 1.0, None, "fp32-gumbel", 2, 1.0, 0.0, 0)
 
 
 def test_strided_rows_are_read_in_place(device):
@@ -425,10 +431,12 @@ def test_opcheck_every_op(device):
     ex = torch.tensor([1, 5], device=device)
     E = torch.randn(4, 3, dtype=torch.float64, device=device)
     cases = [
-        (torch.ops.edlm_engine.categorical.default, (logits[0], 3, 1, 2, 1.0, ex, "fp64", 0)),
-        (torch.ops.edlm_engine.categorical.default, (logits[0], 2, 1, 2, 0.7, None, "fp32-gumbel", 5)),
-        (torch.ops.edlm_engine.sample_masked.default, (logits, x_t, 36, p, 1, 0, 1.0, "fp64", 0)),
-        (torch.ops.edlm_engine.sample_candidates.default, (logits, x_t, 36, 3, 1, 0, 1.0, "fp64", 0)),
+        (torch.ops.edlm_engine.categorical.default, (logits[0], 3, 1, 2, 1.0, ex, "fp64", 0, 1.0, 0.0, 0)),
+        (torch.ops.edlm_engine.categorical.default, (logits[0], 2, 1, 2, 0.7, None, "fp32-gumbel", 0, 1.0, 0.0, 5)),
+        (torch.ops.edlm_engine.categorical.default, (logits[0], 2, 1, 2, 0.7, None, "fp64", 5, 0.9, 0.01, 5)),
+        (torch.ops.edlm_engine.sample_masked.default, (logits, x_t, 36, p, 1, 0, 1.0, "fp64", 3, 1.0, 0.0, 0)),
+        (torch.ops.edlm_engine.sample_candidates.default, (logits, x_t, 36, 3, 1, 0, 1.0, "fp64", 0, 0.8, 0.0, 0)),
+        (torch.ops.edlm_engine.sample_scored.default, (logits, x_t, 36, 1, 0, 0.9, 4, 0.95, 0.0, 3)),
         (torch.ops.edlm_engine.importance_resample.default, (E, 1, 0, 1.0, 0)),
     ]
     for op, args in cases:
@@ -458,6 +466,16 @@ def test_cpu_and_cuda_give_identical_tokens(dtype, V):
             assert torch.equal(c[0], g[0].cpu())
             assert torch.allclose(c[1], g[1].cpu(), rtol=1e-12, atol=0)
     assert torch.equal(ops.importance_resample(E, seed=2)[0], ops.importance_resample(E.cuda(), seed=2)[0].cpu())
+    for filters in (dict(top_k=5), dict(top_p=0.7), dict(min_p=0.1), dict(top_k=50, top_p=0.9, min_p=0.01)):
+        for temperature in (1.0, 0.0):
+            kw = dict(seed=5, offset=2, temperature=temperature, **filters)
+            c, g = ops.sample_scored(logits, x_t, 0, **kw), ops.sample_scored(logits.cuda(), x_t.cuda(), 0, **kw)
+            assert torch.equal(c[0], g[0].cpu()) and torch.equal(c[1], g[1].cpu())  # scores to the bit
+            assert torch.equal(ops.sample_masked(logits, x_t, 0, 0.5, **kw),
+                               ops.sample_masked(logits.cuda(), x_t.cuda(), 0, 0.5, **kw).cpu())
+            c, g = ops.sample_candidates(logits, x_t, 0, k, **kw), ops.sample_candidates(logits.cuda(), x_t.cuda(), 0,
+                                                                                          k, **kw)
+            assert torch.equal(c[0], g[0].cpu())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
@@ -498,6 +516,7 @@ def test_each_op_call_syncs_with_the_host_at_most_once():
         lambda: ops.sample_candidates(logits, x_t, 0, 4, seed=0),
         lambda: ops.importance_resample(torch.randn(B, 4, device="cuda"), seed=0),
         lambda: ops.sequence_logprob(logits, x_t),
+        lambda: ops.sample_scored(logits, x_t, 0, seed=0, top_k=10, top_p=0.9),
     ]
     for call in calls:
         call()  # warm up allocator and kernels

@@ -33,11 +33,16 @@ struct RowInput {
   double inv_tau;       // 1 / temperature
   const int64_t* excl;  // sorted token ids that are never drawn, duplicates allowed (may be null)
   int64_t n_excl;
+  double z_cut = -1.0 / 0.0;  // entries with z below it are filtered out (filter.h); -inf keeps all
 };
 
 struct TileStat {
-  double m;  // max of z over the tile (-inf when nothing drawable)
+  double m;  // max of z over the tile (-inf when nothing drawable), before any filter
   double c;  // after summarize_row: inclusive cumulative weight C_t in the row's scale
+  double w;  // filter.h: the tile's entropy terms, or a mass being searched
+  float x_lo, x_hi;  // filter.h: the smallest and largest drawable logit
+  int32_t n;         // filter.h: drawable entries
+  int32_t unused;
 };
 
 struct RowSummary {
@@ -93,16 +98,28 @@ EDLM_HD double lane_max(const RowInput<T>& in, int64_t begin, int64_t end, int32
   return m;
 }
 
-// Lane [begin, end): sequential sum of exp(z - m) over drawable entries.
+// Lane [begin, end): sequential sum of exp(z - m) over drawable entries that the filters keep.
 template <typename T>
 EDLM_HD double lane_sum(const RowInput<T>& in, int64_t begin, int64_t end, double m) {
   double s = 0.0;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
     if (excluded(in, &e, v)) continue;
-    s += exp_det(load_z(in, v) - m);
+    const double z = load_z(in, v);
+    if (z < in.z_cut) continue;
+    s += exp_det(z - m);
   }
   return s;
+}
+
+// Keeps the two largest values seen (a value equal to the largest counts twice).
+EDLM_HD void keep_top2(double z, double* top1, double* top2) {
+  if (z > *top1) {
+    *top2 = *top1;
+    *top1 = z;
+  } else if (z > *top2) {
+    *top2 = z;
+  }
 }
 
 EDLM_HD int64_t lane_begin(int64_t tile, int lane, int64_t V) {
@@ -169,7 +186,9 @@ EDLM_HD int64_t select_in_lane(const RowInput<T>& in, int64_t begin, int64_t end
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
     if (excluded(in, &e, v)) continue;
-    const double w = exp_det(load_z(in, v) - m);
+    const double z = load_z(in, v);
+    if (z < in.z_cut) continue;
+    const double w = exp_det(z - m);
     if (w > 0.0) {
       last = v;
       q = q + w;

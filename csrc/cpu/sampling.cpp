@@ -6,6 +6,7 @@
 #include <limits>
 #include <vector>
 
+#include "../common/filter.h"
 #include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
@@ -33,12 +34,19 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void exp_shifted(do
   for (int64_t i = 0; i < n; ++i) z[i] = exp_det(z[i] - m);
 }
 
-// One read of the row: per tile its max and sum of exp(z - m_t), in the canonical order of row_sampler.h.
-// The exp runs over a contiguous buffer so the compiler vectorizes it; lane sums then add the buffer in
-// the same sequential order as lane_sum, so CPU and CUDA agree to the bit.
+// The two largest kept z of a row, for its scores.
+struct Top2 {
+  double z1 = neg_inf(), z2 = neg_inf();
+};
+
+// One read of the row: per tile its max and sum of exp(z - m_t) over the kept entries, in the canonical order of
+// row_sampler.h; with `top2`, also each tile's entropy terms (ts[t].w) and the two largest kept z (filter.h).
+// The exp runs over a contiguous buffer so the compiler vectorizes it; lane sums then add the buffer in the same
+// sequential order as lane_sum, so CPU and CUDA agree to the bit.
 template <typename T>
-int32_t row_pass(const RowInput<T>& in, TileStat* ts) {
+int32_t row_pass(const RowInput<T>& in, TileStat* ts, Top2* top2) {
   alignas(64) double z[kTile];
+  alignas(64) double d[kTile];  // z - m_t of the kept entries, for the entropy terms
   int32_t status = kOk;
   const int64_t n_tiles = num_tiles(in.V);
   int64_t e = 0;
@@ -56,20 +64,34 @@ int32_t row_pass(const RowInput<T>& in, TileStat* ts) {
       for (; e < in.n_excl && in.excl[e] < base + n; ++e) z[in.excl[e] - base] = neg_inf();
     for (int64_t i = 0; i < n; ++i) m = z[i] > m ? z[i] : m;
     ts[t].m = m;
+    ts[t].w = 0.0;
     if (m == neg_inf()) {
       ts[t].c = 0.0;
       continue;
     }
+    if (in.z_cut > neg_inf())  // the tile max m_t stays the pre-filter one, as on the GPU
+      for (int64_t i = 0; i < n; ++i) z[i] = z[i] < in.z_cut ? neg_inf() : z[i];
+    if (top2) {
+      for (int64_t i = 0; i < n; ++i) {
+        if (z[i] > neg_inf()) keep_top2(z[i], &top2->z1, &top2->z2);
+        d[i] = z[i] - m;
+      }
+    }
     exp_shifted(z, n, m);
     // Lanes past the row's end are empty and sum to 0, as lane_sum makes them.
-    double a[kLanes];
+    double a[kLanes], w[kLanes];
     for (int l = 0; l < kLanes; ++l) {
-      double s = 0.0;
+      double s = 0.0, h = 0.0;
       const int64_t end = std::min<int64_t>(n, int64_t(l + 1) * kLaneWidth);
-      for (int64_t i = int64_t(l) * kLaneWidth; i < end; ++i) s += z[i];
+      for (int64_t i = int64_t(l) * kLaneWidth; i < end; ++i) {
+        s += z[i];
+        if (top2) h += z[i] > 0.0 ? z[i] * d[i] : 0.0;  // entropy_term, from the exp already taken
+      }
       a[l] = s;
+      w[l] = h;
     }
     ts[t].c = tree32(a);
+    if (top2) ts[t].w = tree32(w);
   }
   return status;
 }
@@ -129,19 +151,79 @@ struct Scratch {
   std::vector<double> rem;
 };
 
-// The row pass and its summary, into sc.ts and *sum; the row's status.
+// The row pass and its summary, into sc.ts and *sum; the row's status.  With `top2`, also what the scores need:
+// the two largest kept z and the entropy numerator *h_num.
 template <typename T>
-int32_t summarize(const RowInput<T>& in, Scratch& sc, RowSummary* sum) {
+int32_t summarize(const RowInput<T>& in, Scratch& sc, RowSummary* sum, Top2* top2 = nullptr,
+                  double* h_num = nullptr) {
   sc.ts.resize(num_tiles(in.V));
-  const int32_t st = row_pass(in, sc.ts.data());
-  return st == kOk ? summarize_row(sc.ts.data(), sc.ts.size(), sum) : st;
+  const int32_t st = row_pass(in, sc.ts.data(), top2);
+  if (st != kOk) return st;
+  if (h_num) *h_num = entropy_numerator(sc.ts.data(), sc.ts.size(), tiles_max(sc.ts.data(), sc.ts.size()));
+  return summarize_row(sc.ts.data(), sc.ts.size(), sum);
+}
+
+// Tile t's sums over its lanes of f(lane begin, lane end), added in the canonical xor-butterfly order.
+template <class F>
+double tile_tree(int64_t t, int64_t V, F f) {
+  double a[kLanes];
+  for (int l = 0; l < kLanes; ++l) a[l] = f(lane_begin(t, l, V), lane_end(t, l, V));
+  return tree32(a);
+}
+
+// The filters' cut (filter.h) into in->z_cut, after a pass for each tile's max, range and count.
+template <typename T>
+int32_t find_cut(RowInput<T>* in, const FilterArgs& f, Scratch& sc) {
+  const int64_t n_tiles = num_tiles(in->V);
+  sc.ts.resize(n_tiles);
+  TileStat* ts = sc.ts.data();
+  int32_t status = kOk;
+  float x_lo = 1.0f / 0.0f, x_hi = -1.0f / 0.0f;
+  int64_t n = 0;
+  for (int64_t t = 0; t < n_tiles; ++t) {
+    TileStat& tile = ts[t];
+    tile = TileStat{neg_inf(), 0.0, 0.0, 1.0f / 0.0f, -1.0f / 0.0f, 0, 0};
+    for (int l = 0; l < kLanes; ++l) {
+      const int64_t b = lane_begin(t, l, in->V), e = lane_end(t, l, in->V);
+      const double m = lane_max(*in, b, e, &status);
+      tile.m = m > tile.m ? m : tile.m;
+      lane_range(*in, b, e, &tile.x_lo, &tile.x_hi, &tile.n);
+    }
+    x_lo = std::min(x_lo, tile.x_lo);
+    x_hi = std::max(x_hi, tile.x_hi);
+    n += tile.n;
+  }
+  if (status != kOk) return status;
+  const double M = tiles_max(ts, n_tiles);
+  if (M == neg_inf()) return kNoFinite;
+  auto count = [&](double cut) {
+    int64_t total = 0;
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      const int64_t known = tile_count_bound(ts[t], in->inv_tau, cut);
+      if (known >= 0) {
+        total += known;
+        continue;
+      }
+      for (int l = 0; l < kLanes; ++l) total += lane_count(*in, lane_begin(t, l, in->V), lane_end(t, l, in->V), cut);
+    }
+    return total;
+  };
+  auto mass = [&](double cut) {
+    RowInput<T> at = *in;
+    at.z_cut = cut;
+    for (int64_t t = 0; t < n_tiles; ++t)
+      ts[t].w = ts[t].m < cut ? 0.0 : tile_tree(t, in->V, [&](int64_t b, int64_t e) { return lane_sum(at, b, e, ts[t].m); });
+    return tiles_mass(ts, n_tiles, M);
+  };
+  in->z_cut = filter_cut(f, in->inv_tau, x_lo, x_hi, n, M, count, mass);
+  return kOk;
 }
 
 // All draws of one row.  sub-stream j gives draw j's uniform (words 0,1 of the block); row is global.
 template <typename T>
-int32_t sample_row(const RowInput<T>& in, double temperature, Precision precision, RngArgs rng, uint64_t row,
-                   int64_t n, Scratch& sc, int64_t* tokens, double* logp) {
-  if (temperature == 0.0) {
+int32_t sample_row(RowInput<T> in, double temperature, const FilterArgs& f, Precision precision, RngArgs rng,
+                   uint64_t row, int64_t n, Scratch& sc, int64_t* tokens, double* logp) {
+  if (temperature == 0.0) {  // the largest logit survives every filter
     int32_t st = kOk;
     const int64_t arg = argmax_row(in, &st);
     if (st != kOk) return st;
@@ -150,6 +232,10 @@ int32_t sample_row(const RowInput<T>& in, double temperature, Precision precisio
       logp[j] = 0.0;
     }
     return kOk;
+  }
+  if (filters_on(f)) {
+    const int32_t st = find_cut(&in, f, sc);
+    if (st != kOk) return st;
   }
   RowSummary s;
   const int32_t st = summarize(in, sc, &s);
@@ -168,13 +254,38 @@ int32_t sample_row(const RowInput<T>& in, double temperature, Precision precisio
   return kOk;
 }
 
+// One draw of a row and the scores of its filtered distribution.  At temperature 0 the draw is the argmax and the
+// scores are those of the temperature-1 distribution.
+template <typename T>
+int32_t score_row(RowInput<T> in, double temperature, const FilterArgs& f, RngArgs rng, uint64_t row, Scratch& sc,
+                  int64_t* token, RowScores* scores) {
+  if (filters_on(f)) {
+    const int32_t st = find_cut(&in, f, sc);
+    if (st != kOk) return st;
+  }
+  RowSummary s;
+  Top2 top2;
+  double h_num = 0.0;
+  const int32_t st = summarize(in, sc, &s, &top2, &h_num);
+  if (st != kOk) return st;
+  if (temperature == 0.0) {
+    int32_t ignored = kOk;
+    *token = argmax_row(in, &ignored);
+  } else {
+    const Philox4 b = random_block(rng.seed, rng.offset, row, 0);
+    *token = draw_from_row(in, sc.ts.data(), s, uniform53(b.v[0], b.v[1]));
+  }
+  *scores = row_scores(s, h_num, top2.z2, load_z(in, *token));
+  return kOk;
+}
+
 }  // namespace
 
 int max_threads() { return omp_get_max_threads(); }
 
 template <typename T>
-Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double temperature, const int64_t* excl,
-                   int64_t n_excl, Precision precision, int64_t* tokens, double* logp) {
+Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double temperature, const FilterArgs& f,
+                   const int64_t* excl, int64_t n_excl, Precision precision, int64_t* tokens, double* logp) {
   const int64_t rows = lg.B * lg.L;
   // Reported at row 0, as the CUDA kernel (which checks in every row) reports it.
   if (rows > 0 && !valid_exclude(excl, n_excl, lg.V)) return Status{kBadExclude, 0};
@@ -206,7 +317,7 @@ Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double tempe
     Scratch sc;
 #pragma omp for schedule(dynamic, 4)
     for (int64_t r = 0; r < rows; ++r) {
-      const int32_t st = sample_row(input(r), temperature, precision, rng, rng.row_offset + uint64_t(r), num_samples,
+      const int32_t st = sample_row(input(r), temperature, f, precision, rng, rng.row_offset + uint64_t(r), num_samples,
                                     sc, tokens + r * num_samples, logp + r * num_samples);
       sc_all.add(st, r);
     }
@@ -216,7 +327,7 @@ Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double tempe
 
 template <typename T>
 Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const double* p_unmask, RngArgs rng,
-                     double temperature, Precision precision, int64_t* x_s) {
+                     double temperature, const FilterArgs& f, Precision precision, int64_t* x_s) {
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
   StatusCollector sc_all;
@@ -254,7 +365,7 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
         continue;
       }
       double lp;
-      const int32_t st = sample_row(in, temperature, precision, rng, row, 1, sc, x_s + r, &lp);
+      const int32_t st = sample_row(in, temperature, f, precision, rng, row, 1, sc, x_s + r, &lp);
       sc_all.add(st, r);
     }
   }
@@ -263,7 +374,7 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
 
 template <typename T>
 Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int64_t k, RngArgs rng,
-                         double temperature, Precision precision, int64_t* x0, double* log_q) {
+                         double temperature, const FilterArgs& f, Precision precision, int64_t* x0, double* log_q) {
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
   std::vector<double> lp(size_t(rows * k), 0.0);
@@ -280,7 +391,7 @@ Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int
       }
       const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl,
                            1};
-      const int32_t st = sample_row(in, temperature, precision, rng, rng.row_offset + uint64_t(r), k, sc,
+      const int32_t st = sample_row(in, temperature, f, precision, rng, rng.row_offset + uint64_t(r), k, sc,
                                     tok.data(), lp.data() + r * k);
       sc_all.add(st, r);
       for (int64_t j = 0; j < k; ++j) x0[j * rows + r] = tok[j];
@@ -294,6 +405,30 @@ Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int
       for (int64_t l = 0; l < lg.L; ++l) s += lp[(b * lg.L + l) * k + j];
       log_q[j * lg.B + b] = s;
     }
+  return sc_all.s;
+}
+
+template <typename T>
+Status sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
+                     const FilterArgs& f, int64_t* tokens, double* scores) {
+  const int64_t rows = lg.B * lg.L;
+  const int64_t excl[1] = {mask_id};
+  StatusCollector sc_all;
+#pragma omp parallel
+  {
+    Scratch sc;
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t r = 0; r < rows; ++r) {
+      RowScores out = unread_scores();
+      tokens[r] = x_t[r];
+      if (x_t[r] == mask_id) {
+        const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
+        sc_all.add(score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out), r);
+      }
+      const double vals[kNumScores] = {out.p_draw, out.p_top1, out.p_top2, out.entropy};
+      for (int i = 0; i < kNumScores; ++i) scores[i * rows + r] = vals[i];
+    }
+  }
   return sc_all.s;
 }
 
@@ -318,12 +453,14 @@ void uniform(int64_t n, RngArgs rng, double* out) {
 }
 
 #define EDLM_INSTANTIATE(T)                                                                                  \
-  template Status categorical<T>(Logits3<T>, int64_t, RngArgs, double, const int64_t*, int64_t, Precision,   \
-                                 int64_t*, double*);                                                         \
+  template Status categorical<T>(Logits3<T>, int64_t, RngArgs, double, const FilterArgs&, const int64_t*,    \
+                                 int64_t, Precision, int64_t*, double*);                                     \
   template Status sample_masked<T>(Logits3<T>, const int64_t*, int64_t, const double*, RngArgs, double,      \
-                                   Precision, int64_t*);                                                     \
+                                   const FilterArgs&, Precision, int64_t*);                                  \
   template Status sample_candidates<T>(Logits3<T>, const int64_t*, int64_t, int64_t, RngArgs, double,        \
-                                       Precision, int64_t*, double*);
+                                       const FilterArgs&, Precision, int64_t*, double*);                     \
+  template Status sample_scored<T>(Logits3<T>, const int64_t*, int64_t, RngArgs, double, const FilterArgs&,  \
+                                   int64_t*, double*);
 EDLM_INSTANTIATE(float)
 EDLM_INSTANTIATE(f16_t)
 EDLM_INSTANTIATE(bf16_t)

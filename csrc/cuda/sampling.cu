@@ -3,6 +3,7 @@
 // xor-butterfly, tile-sequential), so the tokens equal the CPU kernel's bit for bit.  Build with -fmad=false so no multiply-add is fused.
 #include <stdint.h>
 
+#include "../common/filter.h"
 #include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
@@ -17,15 +18,16 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 
-enum class Mode : int { kCategorical = 0, kMasked = 1, kCandidates = 2 };
+enum class Mode : int { kCategorical = 0, kMasked = 1, kCandidates = 2, kScored = 3 };
 
 struct RowJob {
-  int64_t num_samples;    // draws per row (k for candidates, 1 for masked)
-  const int64_t* x_t;     // masked/candidates
+  int64_t num_samples;     // draws per row (k for candidates, 1 for masked and scored)
+  const int64_t* x_t;      // masked/candidates/scored
   int64_t mask_id;
   const double* p_unmask;  // masked: [B]
-  int64_t* tokens;        // categorical: [rows, n]; masked: x_s [rows]; candidates: x0 [k, rows]
-  double* logp;           // categorical: [rows, n]; candidates: [rows, k]; masked: unused
+  int64_t* tokens;         // categorical: [rows, n]; masked, scored: [rows]; candidates: x0 [k, rows]
+  double* logp;            // categorical: [rows, n]; candidates: [rows, k]; scored: scores [4, rows]
+  FilterArgs filter;
 };
 
 __device__ double warp_max(double v) {
@@ -40,6 +42,28 @@ __device__ double warp_max(double v) {
 __device__ double warp_tree_sum(double v) {
   for (int off = 16; off >= 1; off /= 2) v = v + __shfl_xor_sync(0xffffffffu, v, off);
   return v;
+}
+
+__device__ int32_t warp_sum_int(int32_t v) {
+  for (int off = 16; off >= 1; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__device__ void warp_range(float* lo, float* hi) {
+  for (int off = 16; off >= 1; off /= 2) {
+    const float l = __shfl_xor_sync(0xffffffffu, *lo, off), h = __shfl_xor_sync(0xffffffffu, *hi, off);
+    *lo = l < *lo ? l : *lo;
+    *hi = h > *hi ? h : *hi;
+  }
+}
+
+// The two largest of the warp's (top1, top2) pairs, in every lane.
+__device__ void warp_top2(double* top1, double* top2) {
+  for (int off = 16; off >= 1; off /= 2) {
+    const double a = __shfl_xor_sync(0xffffffffu, *top1, off), b = __shfl_xor_sync(0xffffffffu, *top2, off);
+    keep_top2(a, top1, top2);
+    keep_top2(b, top1, top2);
+  }
 }
 
 // Reduce (best, arg) across the block: larger score wins, ties go to the lower index.
@@ -93,7 +117,7 @@ __device__ void write_draw(const RowJob& job, int64_t r, int64_t rows, int64_t j
   if (M == Mode::kCategorical) {
     job.tokens[r * job.num_samples + j] = tok;
     job.logp[r * job.num_samples + j] = lp;
-  } else if (M == Mode::kMasked) {
+  } else if (M == Mode::kMasked || M == Mode::kScored) {
     job.tokens[r] = tok;
   } else {
     job.tokens[j * rows + r] = tok;
@@ -110,6 +134,11 @@ struct RowShared {
   float best[kWarps];
   int64_t arg[kWarps];
   double lane[kWarps][kLanes];
+  // filters and scores (filter.h)
+  double M, reduced, h_num, top1[kWarps], top2[kWarps];
+  unsigned long long count;
+  float x_lo, x_hi;
+  int64_t n_drawable;
 };
 
 // Checks that need no read of the logits, and the copy or Bernoulli that may settle the row without one.
@@ -131,10 +160,15 @@ __device__ bool settle_without_reading(const Logits3<T>& lg, const RowJob& job, 
   const int64_t xt = job.x_t[r];
   if (xt != job.mask_id) {
     if (lead) {
-      if (M == Mode::kMasked)
-        job.tokens[r] = xt;
-      else
+      if (M == Mode::kCandidates)
         for (int64_t j = 0; j < job.num_samples; ++j) job.tokens[j * rows + r] = xt;
+      else
+        job.tokens[r] = xt;
+      if (M == Mode::kScored) {
+        const RowScores u = unread_scores();
+        const double vals[kNumScores] = {u.p_draw, u.p_top1, u.p_top2, u.entropy};
+        for (int i = 0; i < kNumScores; ++i) job.logp[i * rows + r] = vals[i];
+      }
     }
     return true;
   }
@@ -171,31 +205,124 @@ __device__ void argmax_row(const RowInput<T>& in, const RowJob& job, int64_t r, 
 }
 
 // The pass over the row: tile stats into ts, then the summary into sh.sum.  False when the row failed.
-template <typename T>
+// The pass over the row: tile stats into ts, then the summary into sh.sum; with kScores also the entropy numerator
+// (sh.h_num) and the second largest kept z (sh.top2[0]).  False when the row failed.
+template <typename T, bool kScores>
 __device__ bool summarize_row_block(const RowInput<T>& in, TileStat* ts, int64_t r, RowShared& sh,
                                    unsigned long long* status) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t n_tiles = num_tiles(in.V);
+  double top1 = neg_inf(), top2 = neg_inf();
   for (int64_t t = warp; t < n_tiles; t += kWarps) {
     const int64_t b = lane_begin(t, lane, in.V), e = lane_end(t, lane, in.V);
     int32_t st = kOk;
     const double m = warp_max(lane_max(in, b, e, &st));
     if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
     const double s = m == neg_inf() ? 0.0 : warp_tree_sum(lane_sum(in, b, e, m));
+    const double w = (!kScores || m == neg_inf()) ? 0.0 : warp_tree_sum(lane_entropy_terms(in, b, e, m, &top1, &top2));
     if (lane == 0) {
       ts[t].m = m;
       ts[t].c = s;
+      ts[t].w = w;
+    }
+  }
+  if (kScores) {
+    warp_top2(&top1, &top2);
+    if (lane == 0) {
+      sh.top1[warp] = top1;
+      sh.top2[warp] = top2;
     }
   }
   __syncthreads();
   if (threadIdx.x == 0) {
     int32_t code = status_of_bits(sh.fault_bits);
+    if (kScores && code == kOk) {
+      sh.h_num = entropy_numerator(ts, n_tiles, tiles_max(ts, n_tiles));
+      for (int w = 1; w < kWarps; ++w) {
+        keep_top2(sh.top1[w], &sh.top1[0], &sh.top2[0]);
+        keep_top2(sh.top2[w], &sh.top1[0], &sh.top2[0]);
+      }
+    }
     if (code == kOk) code = summarize_row(ts, n_tiles, &sh.sum);
     if (code != kOk) report(status, r, code);
     sh.code = code;
   }
   __syncthreads();
   return sh.code == kOk;
+}
+
+// A block-wide reduction's result in every thread (thread 0 computed it into sh.reduced).
+__device__ double share(RowShared& sh) {
+  __syncthreads();
+  const double v = sh.reduced;
+  __syncthreads();
+  return v;
+}
+
+// The filters' cut (filter.h) into in->z_cut: a pass for each tile's max, range and count, then the searches,
+// each candidate cut counted or weighed by the warps tile by tile and summed by thread 0 in tile order.
+template <typename T>
+__device__ bool find_cut_block(RowInput<T>* in, const FilterArgs& f, TileStat* ts, int64_t r, RowShared& sh,
+                               unsigned long long* status) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n_tiles = num_tiles(in->V);
+  for (int64_t t = warp; t < n_tiles; t += kWarps) {
+    const int64_t b = lane_begin(t, lane, in->V), e = lane_end(t, lane, in->V);
+    int32_t st = kOk, n = 0;
+    const double m = warp_max(lane_max(*in, b, e, &st));
+    if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
+    float lo = 1.0f / 0.0f, hi = -1.0f / 0.0f;
+    lane_range(*in, b, e, &lo, &hi, &n);
+    warp_range(&lo, &hi);
+    n = warp_sum_int(n);
+    if (lane == 0) ts[t] = TileStat{m, 0.0, 0.0, lo, hi, n, 0};
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    sh.M = tiles_max(ts, n_tiles);
+    sh.x_lo = 1.0f / 0.0f;
+    sh.x_hi = -1.0f / 0.0f;
+    sh.n_drawable = 0;
+    for (int64_t t = 0; t < n_tiles; ++t) {
+      sh.x_lo = ts[t].x_lo < sh.x_lo ? ts[t].x_lo : sh.x_lo;
+      sh.x_hi = ts[t].x_hi > sh.x_hi ? ts[t].x_hi : sh.x_hi;
+      sh.n_drawable += ts[t].n;
+    }
+    int32_t code = status_of_bits(sh.fault_bits);
+    if (code == kOk && sh.M == neg_inf()) code = kNoFinite;
+    if (code != kOk) report(status, r, code);
+    sh.code = code;
+  }
+  __syncthreads();
+  if (sh.code != kOk) return false;
+  auto count = [&](double cut) {
+    if (threadIdx.x == 0) sh.count = 0;
+    __syncthreads();
+    for (int64_t t = warp; t < n_tiles; t += kWarps) {
+      const int64_t known = tile_count_bound(ts[t], in->inv_tau, cut);  // the same in every lane of the warp
+      const int32_t c = known >= 0 ? 0 : warp_sum_int(lane_count(*in, lane_begin(t, lane, in->V),
+                                                                 lane_end(t, lane, in->V), cut));
+      if (lane == 0) atomicAdd(&sh.count, static_cast<unsigned long long>(known >= 0 ? known : c));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) sh.reduced = double(sh.count);
+    return int64_t(share(sh));
+  };
+  auto mass = [&](double cut) {
+    RowInput<T> at = *in;
+    at.z_cut = cut;
+    for (int64_t t = warp; t < n_tiles; t += kWarps) {
+      const double m = ts[t].m;
+      const double sum = m < cut ? 0.0 : warp_tree_sum(lane_sum(at, lane_begin(t, lane, in->V),
+                                                               lane_end(t, lane, in->V), m));
+      if (lane == 0) ts[t].w = sum;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) sh.reduced = tiles_mass(ts, n_tiles, sh.M);
+    return share(sh);
+  };
+  in->z_cut = filter_cut(f, in->inv_tau, sh.x_lo, sh.x_hi, sh.n_drawable, sh.M, count, mass);
+  return true;
 }
 
 // The reference-compatible truncated draws of precision "fp32-gumbel".
@@ -246,6 +373,16 @@ __device__ void exact_draws(const RowInput<T>& in, const TileStat* ts, const Row
   }
 }
 
+// kScored: the drawn token (already in job.tokens[r]) and the scores of the filtered distribution.
+template <typename T>
+__device__ void write_scores(const RowInput<T>& in, const RowJob& job, int64_t r, int64_t rows, RowShared& sh) {
+  __syncthreads();  // the draw's lane has written the token
+  if (threadIdx.x != 0) return;
+  const RowScores sc = row_scores(sh.sum, sh.h_num, sh.top2[0], load_z(in, job.tokens[r]));
+  const double vals[kNumScores] = {sc.p_draw, sc.p_top1, sc.p_top2, sc.entropy};
+  for (int i = 0; i < kNumScores; ++i) job.logp[i * rows + r] = vals[i];
+}
+
 template <typename T, Mode M>
 __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng, double temperature,
                            const int64_t* excl, int64_t n_excl, Precision precision, TileStat* ts, int64_t r,
@@ -255,14 +392,22 @@ __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng,
   // The mask id is never a draw of the masked-diffusion ops; categorical takes the caller's list.
   const int64_t mask_excl = job.mask_id;
   const bool own_excl = M != Mode::kCategorical;
-  const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
-                       own_excl ? &mask_excl : excl, own_excl ? 1 : n_excl};
+  RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
+                 own_excl ? &mask_excl : excl, own_excl ? 1 : n_excl};
   if (threadIdx.x == 0) sh.fault_bits = 0;
   __syncthreads();
-  if (temperature == 0.0) return argmax_row<T, M>(in, job, r, rows, sh, status);
-  if (!summarize_row_block(in, ts, r, sh, status)) return;
-  if (precision == Precision::kFP32Gumbel) return gumbel_row<T, M>(in, job, rng, r, rows, lg.L, sh);
-  exact_draws<T, M>(in, ts, job, rng, r, rows, sh);
+  // Temperature 0 is the argmax, which every filter keeps; only the scored op still needs the distribution.
+  if (temperature == 0.0 && M != Mode::kScored) return argmax_row<T, M>(in, job, r, rows, sh, status);
+  if (filters_on(job.filter) && !find_cut_block(&in, job.filter, ts, r, sh, status)) return;
+  if (!summarize_row_block<T, M == Mode::kScored>(in, ts, r, sh, status)) return;
+  if (M == Mode::kScored && temperature == 0.0) {
+    argmax_row<T, M>(in, job, r, rows, sh, status);
+  } else if (precision == Precision::kFP32Gumbel) {
+    return gumbel_row<T, M>(in, job, rng, r, rows, lg.L, sh);
+  } else {
+    exact_draws<T, M>(in, ts, job, rng, r, rows, sh);
+  }
+  if (M == Mode::kScored) write_scores(in, job, r, rows, sh);
 }
 
 // Blocks stride over the rows: any row count fits one launch, and the workspace holds one row's tile stats per
@@ -330,33 +475,33 @@ cudaError_t launch_rows(Logits3<T> lg, const RowJob& job, RngArgs rng, double te
 
 }  // namespace
 
-size_t workspace_bytes(int64_t rows, int64_t V, double temperature) {
-  if (rows == 0 || temperature == 0.0) return 0;
+size_t workspace_bytes(int64_t rows, int64_t V, bool reads_tiles) {
+  if (rows == 0 || !reads_tiles) return 0;
   return size_t(grid_blocks(rows, V)) * size_t(num_tiles(V)) * sizeof(TileStat);
 }
 
 template <typename T>
-cudaError_t categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double temperature, const int64_t* excl,
-                        int64_t n_excl, Precision precision, int64_t* tokens, double* logp, void* workspace,
-                        unsigned long long* status, cudaStream_t stream) {
-  const RowJob job{num_samples, nullptr, -1, nullptr, tokens, logp};
+cudaError_t categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double temperature, FilterArgs filter,
+                        const int64_t* excl, int64_t n_excl, Precision precision, int64_t* tokens, double* logp,
+                        void* workspace, unsigned long long* status, cudaStream_t stream) {
+  const RowJob job{num_samples, nullptr, -1, nullptr, tokens, logp, filter};
   return launch_rows<T, Mode::kCategorical>(lg, job, rng, temperature, excl, n_excl, precision, workspace, status,
                                             stream);
 }
 
 template <typename T>
 cudaError_t sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const double* p_unmask, RngArgs rng,
-                          double temperature, Precision precision, int64_t* x_s, void* workspace,
-                          unsigned long long* status, cudaStream_t stream) {
-  const RowJob job{1, x_t, mask_id, p_unmask, x_s, nullptr};
+                          double temperature, FilterArgs filter, Precision precision, int64_t* x_s,
+                          void* workspace, unsigned long long* status, cudaStream_t stream) {
+  const RowJob job{1, x_t, mask_id, p_unmask, x_s, nullptr, filter};
   return launch_rows<T, Mode::kMasked>(lg, job, rng, temperature, nullptr, 0, precision, workspace, status, stream);
 }
 
 template <typename T>
 cudaError_t sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int64_t k, RngArgs rng,
-                              double temperature, Precision precision, int64_t* x0, double* log_q, double* logp_ws,
-                              void* workspace, unsigned long long* status, cudaStream_t stream) {
-  const RowJob job{k, x_t, mask_id, nullptr, x0, logp_ws};
+                              double temperature, FilterArgs filter, Precision precision, int64_t* x0, double* log_q,
+                              double* logp_ws, void* workspace, unsigned long long* status, cudaStream_t stream) {
+  const RowJob job{k, x_t, mask_id, nullptr, x0, logp_ws, filter};
   const int64_t rows = lg.B * lg.L;
   if (rows * k > 0) {  // with nothing to draw logp_ws may be null
     cudaError_t err = cudaMemsetAsync(logp_ws, 0, size_t(rows * k) * sizeof(double), stream);
@@ -369,6 +514,15 @@ cudaError_t sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id
   if (n == 0) return cudaSuccess;
   sum_log_q_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(logp_ws, lg.B, lg.L, k, log_q);
   return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
+                          FilterArgs filter, int64_t* tokens, double* scores, void* workspace,
+                          unsigned long long* status, cudaStream_t stream) {
+  const RowJob job{1, x_t, mask_id, nullptr, tokens, scores, filter};
+  return launch_rows<T, Mode::kScored>(lg, job, rng, temperature, nullptr, 0, Precision::kFP64, workspace, status,
+                                       stream);
 }
 
 cudaError_t importance_resample(const double* E, int64_t B, int64_t k, RngArgs rng, double temperature, int64_t* index,
@@ -384,14 +538,17 @@ cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-#define EDLM_INSTANTIATE(T)                                                                                    \
-  template cudaError_t categorical<T>(Logits3<T>, int64_t, RngArgs, double, const int64_t*, int64_t, Precision, \
-                                      int64_t*, double*, void*, unsigned long long*, cudaStream_t);            \
-  template cudaError_t sample_masked<T>(Logits3<T>, const int64_t*, int64_t, const double*, RngArgs, double,    \
-                                        Precision, int64_t*, void*, unsigned long long*, cudaStream_t);        \
-  template cudaError_t sample_candidates<T>(Logits3<T>, const int64_t*, int64_t, int64_t, RngArgs, double,      \
-                                            Precision, int64_t*, double*, double*, void*, unsigned long long*, \
-                                            cudaStream_t);
+#define EDLM_INSTANTIATE(T)                                                                                     \
+  template cudaError_t categorical<T>(Logits3<T>, int64_t, RngArgs, double, FilterArgs, const int64_t*, int64_t,  \
+                                      Precision, int64_t*, double*, void*, unsigned long long*, cudaStream_t);    \
+  template cudaError_t sample_masked<T>(Logits3<T>, const int64_t*, int64_t, const double*, RngArgs, double,     \
+                                        FilterArgs, Precision, int64_t*, void*, unsigned long long*,            \
+                                        cudaStream_t);                                                          \
+  template cudaError_t sample_candidates<T>(Logits3<T>, const int64_t*, int64_t, int64_t, RngArgs, double,       \
+                                            FilterArgs, Precision, int64_t*, double*, double*, void*,           \
+                                            unsigned long long*, cudaStream_t);                                 \
+  template cudaError_t sample_scored<T>(Logits3<T>, const int64_t*, int64_t, RngArgs, double, FilterArgs,        \
+                                        int64_t*, double*, void*, unsigned long long*, cudaStream_t);
 EDLM_INSTANTIATE(float)
 EDLM_INSTANTIATE(f16_t)
 EDLM_INSTANTIATE(bf16_t)

@@ -1,36 +1,44 @@
 // CUDA launchers for the sampling kernels: raw pointers and a stream in, cudaError_t out.  No torch here.
 //
-// Each launcher needs a device workspace of workspace_bytes(rows, V, temperature) bytes (0 at temperature 0,
-// and bounded whatever the row count: blocks stride over the rows) and a device status word that the caller
+// Each launcher needs a device workspace of workspace_bytes(rows, V, reads_tiles) bytes (reads_tiles: the op
+// summarizes rows, i.e. temperature > 0 or sample_scored; bounded whatever the row count: blocks stride over rows) and a device status word that the caller
 // sets to kStatusClear (status.h); a failing row leaves (row << 8 | code) there, the lowest such row winning.
 #pragma once
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "../common/filter.h"
 #include "../common/status.h"
 #include "../common/types.h"
 
 namespace edlm {
 namespace cuda {
 
-size_t workspace_bytes(int64_t rows, int64_t V, double temperature);
+size_t workspace_bytes(int64_t rows, int64_t V, bool reads_tiles);
 
 template <typename T>
-cudaError_t categorical(Logits3<T> logits, int64_t num_samples, RngArgs rng, double temperature,
+cudaError_t categorical(Logits3<T> logits, int64_t num_samples, RngArgs rng, double temperature, FilterArgs filter,
                         const int64_t* excl, int64_t n_excl, Precision precision, int64_t* tokens, double* logp,
                         void* workspace, unsigned long long* status, cudaStream_t stream);
 
 template <typename T>
 cudaError_t sample_masked(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, const double* p_unmask,
-                          RngArgs rng, double temperature, Precision precision, int64_t* x_s, void* workspace,
-                          unsigned long long* status, cudaStream_t stream);
+                          RngArgs rng, double temperature, FilterArgs filter, Precision precision, int64_t* x_s,
+                          void* workspace, unsigned long long* status, cudaStream_t stream);
 
 // logp_ws: rows * k doubles of scratch for the per-position log-probabilities.
 template <typename T>
 cudaError_t sample_candidates(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, int64_t k, RngArgs rng,
-                              double temperature, Precision precision, int64_t* x0, double* log_q, double* logp_ws,
-                              void* workspace, unsigned long long* status, cudaStream_t stream);
+                              double temperature, FilterArgs filter, Precision precision, int64_t* x0,
+                              double* log_q, double* logp_ws, void* workspace, unsigned long long* status,
+                              cudaStream_t stream);
+
+// tokens [rows] (unmasked positions copied); scores [4, rows]: p_draw, p_top1, p_top2, entropy (0, 0, 0, +inf where not read).
+template <typename T>
+cudaError_t sample_scored(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
+                          FilterArgs filter, int64_t* tokens, double* scores, void* workspace,
+                          unsigned long long* status, cudaStream_t stream);
 
 cudaError_t importance_resample(const double* energies, int64_t B, int64_t k, RngArgs rng, double temperature,
                                 int64_t* index, double* ess, unsigned long long* status, cudaStream_t stream);

@@ -97,7 +97,7 @@ void test_categorical_frequencies() {
   std::vector<int64_t> tok(n);
   std::vector<double> lp(n);
   edlm::Logits3<float> lg{logits, 1, 1, V, V, 0};
-  const edlm::Status s = edlm::cpu::categorical(lg, n, edlm::RngArgs{7, 0, 0}, 1.0, nullptr, 0,
+  const edlm::Status s = edlm::cpu::categorical(lg, n, edlm::RngArgs{7, 0, 0}, 1.0, edlm::FilterArgs{}, nullptr, 0,
                                                 edlm::Precision::kFP64, tok.data(), lp.data());
   check(s.row < 0, "categorical status ok");
   double z = 0.0;
@@ -118,7 +118,7 @@ void test_status_names_the_first_bad_row() {
   int64_t tok[4];
   double lp[4];
   edlm::Logits3<float> lg{logits.data(), 4, 1, 3, 3, 0};
-  const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, nullptr, 0,
+  const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, edlm::FilterArgs{}, nullptr, 0,
                                                 edlm::Precision::kFP64, tok, lp);
   check(s.row == 2 && s.code == edlm::kNaN, "status names row 2 as NaN");
 }
@@ -151,7 +151,7 @@ void test_nan_takes_precedence_over_inf_in_any_order() {
   int64_t tok;
   double lp;
   const edlm::Logits3<float> lg{x.data(), 1, 1, V, V, 0};
-  const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, nullptr, 0,
+  const edlm::Status s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{1, 0, 0}, 1.0, edlm::FilterArgs{}, nullptr, 0,
                                                 edlm::Precision::kFP64, &tok, &lp);
   check(s.row == 0 && s.code == edlm::kNaN, "CPU kernel names NaN");
 }
@@ -164,25 +164,26 @@ void test_kernel_argument_checks() {
   std::vector<int64_t> tok(2 * n), tok2(2 * n);
   std::vector<double> lp(2 * n);
   const int64_t dup[4] = {1, 1, 4, 4}, uniq[2] = {1, 4}, neg[2] = {-1, 3}, big[2] = {3, 6};
-  edlm::Status s = edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, dup, 4, edlm::Precision::kFP64,
+  edlm::Status s = edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, edlm::FilterArgs{}, dup, 4, edlm::Precision::kFP64,
                                           tok.data(), lp.data());
   check(s.row < 0, "duplicated exclude ids are accepted");
-  edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, uniq, 2, edlm::Precision::kFP64, tok2.data(), lp.data());
+  edlm::cpu::categorical(lg, n, edlm::RngArgs{3, 0, 0}, 1.0, edlm::FilterArgs{}, uniq, 2, edlm::Precision::kFP64, tok2.data(), lp.data());
   check(tok == tok2, "duplicates change no draw");
   bool never = true;
   for (int64_t t : tok) never = never && t != 1 && t != 4;
   check(never, "excluded ids are never drawn");
-  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, neg, 2, edlm::Precision::kFP64, tok.data(),
+  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, edlm::FilterArgs{}, neg, 2, edlm::Precision::kFP64, tok.data(),
                              lp.data());
   check(s.row == 0 && s.code == edlm::kBadExclude, "negative exclude id");
-  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, big, 2, edlm::Precision::kFP64, tok.data(),
+  s = edlm::cpu::categorical(lg, 1, edlm::RngArgs{3, 0, 0}, 1.0, edlm::FilterArgs{}, big, 2, edlm::Precision::kFP64, tok.data(),
                              lp.data());
   check(s.row == 0 && s.code == edlm::kBadExclude, "exclude id V");
   const edlm::Logits3<float> lg3{x.data(), 2, 3, 2, 6, 2};
   const int64_t x_t[6] = {0, 0, 0, 1, 1, 1};
   const double p_bad[2] = {0.5, NAN};
   int64_t x_s[6];
-  s = edlm::cpu::sample_masked(lg3, x_t, 0, p_bad, edlm::RngArgs{3, 0, 0}, 1.0, edlm::Precision::kFP64, x_s);
+  s = edlm::cpu::sample_masked(lg3, x_t, 0, p_bad, edlm::RngArgs{3, 0, 0}, 1.0, edlm::FilterArgs{}, edlm::Precision::kFP64,
+                               x_s);
   check(s.row == 3 && s.code == edlm::kBadPUnmask, "p_unmask NaN names the first row of its sequence");
 }
 
