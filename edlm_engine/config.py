@@ -17,7 +17,7 @@ from .ops import PRECISIONS
 
 __all__ = ["SampleConfig", "GROUPS"]
 
-GROUPS = ("length", "sampler", "EDLM", "randomness", "precision", "models", "batching")
+GROUPS = ("length", "prompt", "sampler", "decoding", "EDLM", "randomness", "precision", "models", "batching")
 SCHEDULES = ("loglinear", "linear")
 ENERGY_POSITIONS = ("all", "masked")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -59,6 +59,18 @@ class SampleConfig:
     template: Optional[List] = _opt(None, "length", "infilling: token ids with the mask id where to generate (one row, "
                                     "or one per sequence); sets seq_len", cli=dict(type=int, nargs="+", metavar="ID"))
 
+    # --- prompt: instruct models (LLaDA, Dream): a prompt, then gen_length tokens in blocks, left to right
+    prompt: Optional[Any] = _opt(None, "prompt", "prompt(s): text or a list of texts (with a tokenizer), token ids or a "
+                                 "list of them; sample i takes prompt i modulo their number; all are left-padded to "
+                                 "the longest", cli=dict(type=str, nargs="+", metavar="TEXT"))
+    chat_template: bool = _opt(False, "prompt", "wrap text prompts in the tokenizer's chat template (a user turn and "
+                               "the generation prompt)", cli=dict(type=bool))
+    gen_length: Optional[int] = _opt(None, "prompt", "tokens generated after the prompt (default: 128 with a prompt, as "
+                                     "LLaDA; without one, seq_len)", cli=dict(type=int))
+    block_length: Optional[int] = _opt(None, "prompt", "semi-autoregressive blocks of this many tokens, decoded left "
+                                       "to right, each with steps / blocks steps (default: one block)",
+                                       cli=dict(type=int))
+
     # --- sampler: how the reverse process runs
     sampler: str = _opt("ancestral", "sampler", "sampling strategy: 'ancestral' (steps from t = 1 to 0) or "
                         "'first_hitting' (one exact token per step)", cli=dict(type=str))
@@ -71,6 +83,30 @@ class SampleConfig:
                        "denoisers only; exact)", cli=dict(type=bool))
     temperature: float = _opt(1.0, "sampler", "temperature of the denoiser's categorical; 0 is argmax",
                               cli=dict(type=float))
+
+    # --- decoding: what commits at a step, and the distribution it draws from
+    unmasking: str = _opt("random", "decoding", "which masked positions commit at a step: 'random' (the exact "
+                          "ancestral step), or the highest scored by 'confidence' (p of the draw, LLaDA), 'margin' "
+                          "(p_top1 - p_top2) or 'entropy' (lowest first), as many as LLaDA's schedule gives",
+                          cli=dict(type=str))
+    threshold: Optional[float] = _opt(None, "decoding", "commit every position whose p of the draw is at least this "
+                                      "(Fast-dLLM), and at least the best one; with a scored unmasking rule",
+                                      cli=dict(type=float))
+    entropy_bound: Optional[float] = _opt(None, "decoding", "commit, lowest entropy first, the longest run whose "
+                                          "entropy sum minus its largest entropy stays within this (EB-Sampler)",
+                                          cli=dict(type=float))
+    top_k: Optional[int] = _opt(None, "decoding", "draw only among the k most likely tokens (ties kept)",
+                                cli=dict(type=int))
+    top_p: Optional[float] = _opt(None, "decoding", "draw only from the smallest most-likely set whose probability "
+                                  "reaches top_p", cli=dict(type=float))
+    min_p: Optional[float] = _opt(None, "decoding", "draw only tokens with p >= min_p * p_max", cli=dict(type=float))
+    cfg_scale: float = _opt(0.0, "decoding", "classifier-free guidance s: logits u + (s + 1)(c - u), u with the prompt "
+                            "masked (LLaDA); 0 is off", cli=dict(type=float))
+    eos_id: Optional[int] = _opt(None, "decoding", "end of sequence: after a block holding it, later positions become "
+                                 "it and the sequence is finished (default: the tokenizer's with a prompt; -1: none)",
+                                 cli=dict(type=int))
+    logits_shift: Optional[bool] = _opt(None, "decoding", "the denoiser's output i predicts position i + 1 (Dream); "
+                                        "default: from the model type", cli=dict(type=bool))
 
     # --- EDLM: energy-based importance sampling
     is_size: int = _opt(2, "EDLM", "candidates per sequence at an importance-sampling step (k)", cli=dict(type=int))
@@ -119,6 +155,15 @@ class SampleConfig:
         lo, hi = self.is_window
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"SampleConfig.is_window must satisfy 0 <= lo <= hi <= 1, got {self.is_window!r}")
+        if self.threshold is not None and self.entropy_bound is not None:
+            raise ValueError("SampleConfig.threshold and SampleConfig.entropy_bound both decide how many positions "
+                             "commit; set one")
+        if (self.threshold is not None or self.entropy_bound is not None) and self.unmasking == "random":
+            raise ValueError("SampleConfig.unmasking must be a scored rule ('confidence', 'margin' or 'entropy') "
+                             "for threshold or entropy_bound to rank positions")
+        if self.prompt is not None and (self.prefix is not None or self.template is not None or self.seq_len):
+            raise ValueError("SampleConfig.prompt sets the sequence (prompt, then gen_length tokens): leave prefix, "
+                             "template and seq_len unset")
         if self.template is not None and self.seq_len is not None and len(_last_row(self.template)) != self.seq_len:
             raise ValueError(f"SampleConfig.template has length {len(_last_row(self.template))} but seq_len is "
                              f"{self.seq_len}")
@@ -232,6 +277,39 @@ def _token_rows(name, value):
     return rows if nested else rows[0]
 
 
+def _prompt(name, value):
+    """None, a text, a list of texts, one row of token ids or a list of rows (tensors accepted)."""
+    if value is None or isinstance(value, str):
+        return value
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        return list(value)
+    try:
+        nested = isinstance(value, (list, tuple)) and value and isinstance(value[0], (list, tuple))
+        return [_token_rows(name, r) for r in value] if nested else _token_rows(name, value)  # lengths may differ
+    except ValueError:
+        raise ValueError(f"SampleConfig.{name} must be a text, a list of texts, token ids or a list of token-id rows, "
+                         f"got {value!r}") from None
+
+
+def _optional(check):
+    return lambda name, value: None if value is None else check(name, value)
+
+
+def _probability(name, value, open_low=False):
+    value = _number(name, value)
+    if value > 1.0 or (open_low and value == 0.0):
+        raise ValueError(f"SampleConfig.{name} must be in {'(0, 1]' if open_low else '[0, 1]'}, got {value}")
+    return value
+
+
+def _unmasking(name, value):
+    from .samplers import UNMASKING  # the rules' registry is the one list of their names
+
+    return _choice(name, value, tuple(UNMASKING))
+
+
 def _sampler(name, value):
     from .samplers import SAMPLERS  # the registry is the one list of sampler names
 
@@ -253,6 +331,19 @@ _CHECKS = dict(
     seq_len=lambda n, v: _int(n, v, 1, optional=True),
     prefix=_token_rows,
     template=_token_rows,
+    prompt=_prompt,
+    chat_template=_bool,
+    gen_length=lambda n, v: _int(n, v, 1, optional=True),
+    block_length=lambda n, v: _int(n, v, 1, optional=True),
+    unmasking=_unmasking,
+    threshold=_optional(lambda n, v: _probability(n, v, open_low=True)),
+    entropy_bound=_optional(_number),
+    top_k=lambda n, v: _int(n, v, 1, optional=True),
+    top_p=_optional(lambda n, v: _probability(n, v, open_low=True)),
+    min_p=_optional(_probability),
+    cfg_scale=_number,
+    eos_id=lambda n, v: _int(n, v, -1, optional=True),
+    logits_shift=_optional(_bool),
     sampler=_sampler,
     steps=lambda n, v: _int(n, v, 1),
     schedule=lambda n, v: _choice(n, v, SCHEDULES),

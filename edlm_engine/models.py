@@ -70,10 +70,15 @@ class Denoiser:
         Used to decode text.
     max_positions : int, optional
         Longest sequence the model accepts.
+    takes_attention_mask : bool
+        ``fn`` takes a third argument, the bool [B, L] attention mask (False on left padding).
+    shifted : bool
+        Output i predicts position i + 1 (Dream-style); the sampler reads it shifted unless told otherwise.
     """
 
     def __init__(self, fn: Callable, mask_id: int, *, time_conditioned: bool = True, tokenizer=None,
-                 max_positions: Optional[int] = None, vocab_size: Optional[int] = None, name: str = "callable"):
+                 max_positions: Optional[int] = None, vocab_size: Optional[int] = None, name: str = "callable",
+                 takes_attention_mask: bool = False, shifted: bool = False):
         self.fn = fn
         self.mask_id = int(mask_id)
         self.time_conditioned = bool(time_conditioned)
@@ -81,10 +86,15 @@ class Denoiser:
         self.max_positions = max_positions
         self.vocab_size = vocab_size
         self.name = name
+        self.takes_attention_mask = takes_attention_mask
+        self.shifted = shifted
 
     @torch.no_grad()
-    def __call__(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        out = self.fn(x_t, t)
+    def __call__(self, x_t: torch.Tensor, t: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if attention_mask is not None and self.takes_attention_mask:
+            out = self.fn(x_t, t, attention_mask)
+        else:
+            out = self.fn(x_t, t)
         logits = getattr(out, "logits", out)
         if isinstance(logits, (tuple, list)):
             logits = logits[0]
@@ -114,13 +124,23 @@ def _max_positions(model, config) -> Optional[int]:
     return n
 
 
+# Mask ids of model families whose checkpoints do not name theirs (LLaDA's code hard-wires 126336; Dream's
+# tokenizer calls it <|mask|>).
+_KNOWN_MASK_IDS = {"llada": 126336, "dream": 151666}
+# Model families whose output i predicts position i + 1.
+_SHIFTED_TYPES = ("dream",)
+
+
 def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
     params = inspect.signature(model.forward).parameters
     config = getattr(model, "config", None)
+    model_type = str(getattr(config, "model_type", "")).lower()
     if mask_id is None and tokenizer is not None and getattr(tokenizer, "mask_token_id", None) is not None:
         mask_id = tokenizer.mask_token_id
     if mask_id is None and config is not None:
         mask_id = _config_int(config, "mask_token_id", "mask_id", "mask_index")
+    if mask_id is None:
+        mask_id = _KNOWN_MASK_IDS.get(model_type)
     if mask_id is None:
         raise ValueError(
             f"no mask id known for {type(model).__name__}: its tokenizer and config name none; pass mask_id="
@@ -131,10 +151,11 @@ def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
     timed = "timesteps" in params or "sigma" in params
     key = "timesteps" if "timesteps" in params else "sigma"
 
-    def fn(x_t, t):
+    def fn(x_t, t, attention_mask=None):
+        kwargs = {} if attention_mask is None else dict(attention_mask=attention_mask.long())
         if timed:
-            return model(input_ids=x_t, **{key: schedule.sigma(t).to(x_t.device, torch.float32)})
-        return model(input_ids=x_t)
+            kwargs[key] = schedule.sigma(t).to(x_t.device, torch.float32)
+        return model(input_ids=x_t, **kwargs)
 
     return Denoiser(
         fn,
@@ -144,6 +165,8 @@ def _hf_denoiser(model, mask_id, tokenizer, schedule) -> Denoiser:
         max_positions=_max_positions(model, config),
         vocab_size=vocab,
         name=type(model).__name__,
+        takes_attention_mask="attention_mask" in params,
+        shifted=model_type in _SHIFTED_TYPES,
     )
 
 
@@ -199,9 +222,14 @@ def as_denoiser(model, *, mask_id: Optional[int] = None, schedule=None, device=N
         mask_id = getattr(model, "mask_id", None)
     if mask_id is None:
         raise ValueError("no mask id known for a callable denoiser: pass mask_id=")
+    try:
+        takes_mask = "attention_mask" in inspect.signature(model).parameters
+    except (TypeError, ValueError):
+        takes_mask = False
     return Denoiser(model, mask_id, time_conditioned=not getattr(model, "time_agnostic", False),
                     tokenizer=getattr(model, "tokenizer", None), max_positions=getattr(model, "max_positions", None),
-                    name=getattr(model, "__name__", type(model).__name__))
+                    name=getattr(model, "__name__", type(model).__name__), takes_attention_mask=takes_mask,
+                    shifted=bool(getattr(model, "logits_shift", False)))
 
 
 class Energy:

@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from .config import SampleConfig
+from .layout import build_layout, end_of_sequence
 from .models import CausalLMEnergy, as_denoiser, as_energy, check_vocabularies
-from .samplers import SAMPLERS, SamplingRun, get_sampler
+from .samplers import SAMPLERS, UNMASKING, SamplingRun, get_sampler
 from .schedules import get_schedule
 
 __all__ = ["sample", "SampleOutput", "resolve_models"]
@@ -83,48 +84,34 @@ def resolve_models(model, energy, cfg: SampleConfig, device: torch.device):
     return denoiser, energy, schedule
 
 
-def _sequence_length(denoiser, energy, cfg: SampleConfig) -> int:
-    seq_len = cfg.seq_len
-    if cfg.template is not None:
-        seq_len = len(cfg.template[0] if isinstance(cfg.template[0], list) else cfg.template)
-    if seq_len is None:
-        seq_len = denoiser.max_positions
-        if seq_len is None:
-            raise ValueError("seq_len is needed: the denoiser does not say how many positions it takes")
-    if denoiser.max_positions is not None and seq_len > denoiser.max_positions:
-        raise ValueError(f"seq_len {seq_len} exceeds the denoiser's {denoiser.max_positions} positions")
-    if isinstance(energy, CausalLMEnergy) and energy.max_positions is not None:
-        need = seq_len + (energy.bos_id is not None)
-        if need > energy.max_positions:
-            raise ValueError(f"seq_len {seq_len} (+BOS) exceeds the energy model's {energy.max_positions} positions")
-    return seq_len
+def _shift(denoiser, cfg: SampleConfig, layout) -> bool:
+    """Whether output i predicts position i + 1 (Dream); then position 0 cannot be generated."""
+    shift = denoiser.shifted if cfg.logits_shift is None else cfg.logits_shift
+    if shift and layout.gen_start == 0:
+        raise ValueError("logits_shift: the denoiser's output i predicts position i + 1, so the first position must "
+                         "be given (a prompt or a prefix)")
+    return shift
 
 
-def _token_rows(name: str, rows, n: int, denoiser, device) -> torch.Tensor:
-    """A [P] or [n, P] list of token ids as an int64 [n, P] tensor, each id a token the denoiser can read."""
-    t = torch.tensor(rows, dtype=torch.int64, device=device)
-    if t.dim() == 1:
-        t = t.unsqueeze(0).expand(n, -1)
-    if t.shape[0] != n:
-        raise ValueError(f"{name} must have shape [P] or [n, P] with n = {n}, got {tuple(t.shape)}")
-    V = denoiser.vocab_size
-    if V is not None and t.numel() and int(t.max()) >= V:
-        raise ValueError(f"{name} holds token id {int(t.max())}, outside the denoiser's vocabulary [0, {V})")
-    return t
+def _check_strategy(strategy_cls, energy, cfg: SampleConfig, n_blocks: int) -> None:
+    if energy is not None and not strategy_cls.supports_energy:
+        raise ValueError(f"energy rescoring does not run with sampler={cfg.sampler!r}; samplers that take an energy: "
+                         f"{[name for name, cls in SAMPLERS.items() if cls.supports_energy]}")
+    if energy is not None and UNMASKING[cfg.unmasking] is not None:
+        raise ValueError(f"energy rescoring reweights the exact step: it needs unmasking='random', got "
+                         f"{cfg.unmasking!r}")
+    if strategy_cls.uses_steps and cfg.steps % n_blocks:
+        raise ValueError(f"steps ({cfg.steps}) must be a multiple of the number of blocks ({n_blocks}): each block "
+                         "takes steps / blocks steps, as in LLaDA")
 
 
-def _initial_tokens(denoiser, cfg: SampleConfig, n: int, seq_len: int, device) -> torch.Tensor:
-    """Mask ids where something is generated; the template and the prefix where they say."""
-    if cfg.template is not None:
-        x = _token_rows("template", cfg.template, n, denoiser, device).clone()
-    else:
-        x = torch.full((n, seq_len), denoiser.mask_id, dtype=torch.int64, device=device)
-    if cfg.prefix is not None:
-        prefix = _token_rows("prefix", cfg.prefix, n, denoiser, device)
-        if prefix.shape[1] > seq_len:
-            raise ValueError(f"prefix of length {prefix.shape[1]} is longer than seq_len {seq_len}")
-        x[:, : prefix.shape[1]] = prefix
-    return x
+def _decode(denoiser, tokens: torch.Tensor, cfg: SampleConfig, layout):
+    """Text of the samples: after a prompt, the generation alone with special tokens stripped."""
+    if denoiser.tokenizer is None:
+        return None
+    if cfg.prompt is None:
+        return denoiser.tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=False)
+    return denoiser.tokenizer.batch_decode(tokens[:, layout.gen_start :].cpu(), skip_special_tokens=True)
 
 
 def _run_batches(strategy, x_init: torch.Tensor, cfg: SampleConfig) -> torch.Tensor:
@@ -199,17 +186,12 @@ def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = N
     device = _device(model, cfg)
     denoiser, energy, schedule = resolve_models(model, energy, cfg, device)
     strategy_cls = get_sampler(cfg.sampler)
-    if energy is not None and not strategy_cls.supports_energy:
-        raise ValueError(f"energy rescoring does not run with sampler={cfg.sampler!r}; samplers that take an energy: "
-                         f"{[name for name, cls in SAMPLERS.items() if cls.supports_energy]}")
-    seq_len = _sequence_length(denoiser, energy, cfg)
-    x_init = _initial_tokens(denoiser, cfg, n, seq_len, device)
+    layout = build_layout(denoiser, energy, cfg, n, device)
+    state = SamplingRun(denoiser, energy, schedule, cfg, layout, shift=_shift(denoiser, cfg, layout),
+                        eos_id=end_of_sequence(denoiser, cfg))
+    _check_strategy(strategy_cls, energy, cfg, len(layout.blocks))
     loaded = time.perf_counter()
-    state = SamplingRun(denoiser, energy, schedule, seq_len, cfg)
     strategy = strategy_cls(state)
-    tokens = _run_batches(strategy, x_init, cfg)
+    tokens = _run_batches(strategy, layout.x_init, cfg)
     stats = _collect_stats(state, strategy, n, loaded - started, time.perf_counter() - loaded)
-    text = None
-    if denoiser.tokenizer is not None:
-        text = denoiser.tokenizer.batch_decode(tokens.cpu(), skip_special_tokens=False)
-    return SampleOutput(tokens=tokens, text=text, stats=stats)
+    return SampleOutput(tokens=tokens, text=_decode(denoiser, tokens, cfg, layout), stats=stats)

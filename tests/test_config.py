@@ -23,7 +23,9 @@ def test_every_field_is_validated_with_its_name():
                is_size=0, is_window=(0.5, 0.2), is_temperature=float("inf"), energy_positions="some", seed=-1,
                first_index=2**40, precision="fp16", dtype="int8", mask_id=-3, trust_remote_code=1,
                allow_vocab_mismatch=None, batch_size=0, device="gpu0", progress="no", prefix=[[1, 2], [3]],
-               template="abc")
+               template="abc", prompt=5, chat_template="yes", gen_length=0, block_length=-1, unmasking="low",
+               threshold=1.5, entropy_bound=-1.0, top_k=0, top_p=0.0, min_p=2.0, cfg_scale=-1.0, eos_id=-2,
+               logits_shift="x")
     assert set(bad) == {f.name for f in dataclasses.fields(SampleConfig)}  # a new field needs a case here
     for name, value in bad.items():
         with pytest.raises(ValueError, match=f"SampleConfig.{name}"):
@@ -57,26 +59,22 @@ def test_config_and_keywords_give_the_same_tokens(lang):
 
 def test_a_registered_sampler_is_found_by_name(lang):
     @register_sampler
-    class Doubled(AncestralSampler):
-        """Ancestral with twice the steps: only here to show that the registry is the one list of samplers."""
+    class Greedy(AncestralSampler):
+        """Ancestral steps at temperature 0: only here to show that the registry is the one list of samplers."""
 
-        name = "test-doubled"
+        name = "test-greedy"
 
-        def steps(self):
-            return 2 * self.cfg.steps
-
-        def run(self, x, first, bar):
-            self.cfg = self.cfg.replace(steps=2 * self.cfg.steps)
-            return super().run(x, first, bar)
+        def _rng(self):
+            return dict(super()._rng(), temperature=0.0)
 
     try:
-        out = edlm_engine.sample(lang.denoiser(), n=2, seq_len=5, steps=3, sampler="test-doubled", seed=1)
-        ref = edlm_engine.sample(lang.denoiser(), n=2, seq_len=5, steps=6, seed=1)
-        assert torch.equal(out.tokens, ref.tokens) and out.stats["sampler"] == "test-doubled"
+        out = edlm_engine.sample(lang.denoiser(), n=2, seq_len=5, steps=3, sampler="test-greedy", seed=1)
+        ref = edlm_engine.sample(lang.denoiser(), n=2, seq_len=5, steps=3, temperature=0.0, seed=1)
+        assert torch.equal(out.tokens, ref.tokens) and out.stats["sampler"] == "test-greedy"
     finally:
-        del SAMPLERS["test-doubled"]
+        del SAMPLERS["test-greedy"]
     with pytest.raises(ValueError, match="SampleConfig.sampler must be one of"):
-        SampleConfig(sampler="test-doubled")
+        SampleConfig(sampler="test-greedy")
 
 
 def test_cli_help_lists_every_field(capsys):
