@@ -225,12 +225,43 @@ def _check_out(path: str, resume: bool) -> bool:
     return exists
 
 
+def _with(cfg: SampleConfig, **changes) -> SampleConfig:
+    try:
+        return cfg.replace(**changes)
+    except ValueError as e:
+        raise CliError(re.sub(r"SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
+
+
+def read_prompts(path: str) -> list:
+    """The prompts of a file: one per line as text, or JSONL lines holding a string, token ids or {"prompt": ...}."""
+    import json
+
+    try:
+        lines = [line.rstrip("\n") for line in open(path, encoding="utf-8") if line.strip()]
+    except OSError as e:
+        raise CliError(f"--prompt-file {path}: {e.strerror or e}") from None
+    if not lines:
+        raise CliError(f"--prompt-file {path} holds no prompt")
+    prompts = []
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:
+            item = line  # plain text
+        prompts.append(item.get("prompt") if isinstance(item, dict) else item if isinstance(item, (str, list)) else line)
+    if any(p is None for p in prompts):
+        raise CliError(f"--prompt-file {path}: a JSON object without a 'prompt' field")
+    if len({isinstance(p, str) for p in prompts}) > 1:
+        raise CliError(f"--prompt-file {path} mixes texts and token ids")
+    return prompts
+
+
 def _write_rows(f, out, first, decode, record) -> None:
     import json
     import os
 
     count = out.tokens.shape[0]
-    texts = decode(out.tokens) if decode is not None else [None] * count
+    texts = out.text or (decode(out.tokens) if decode is not None else [None] * count)
     for r in range(count):
         f.write(json.dumps(dict(index=first + r, tokens=out.tokens[r].tolist(), text=texts[r],
                                 seed=record["settings"]["seed"], **record)) + "\n")
@@ -255,6 +286,10 @@ def sample_cmd(args: argparse.Namespace) -> int:
     if args.n < 1:
         raise CliError(f"-n must be >= 1, got {args.n}")
     cfg = config_from_args(args)
+    if args.prompt_file:
+        if cfg.prompt is not None:
+            raise CliError("give prompts with --prompt or with --prompt-file, not both")
+        cfg = _with(cfg, prompt=read_prompts(args.prompt_file))
     record = dict(model=args.model, energy=args.energy, settings=cfg.to_dict())
     world, rank, cfg = _distributed(cfg)
     # Under torchrun each rank writes its own shard for a contiguous index range; rank 0 merges at the end.
@@ -388,6 +423,8 @@ def main(argv=None) -> int:
     p_s.add_argument("--out", required=True, help="JSONL file, one object per sample")
     p_s.add_argument("--resume", action="store_true", help="skip indices already in --out")
     p_s.add_argument("--quiet", action="store_true", help="no progress bar over the samples")
+    p_s.add_argument("--prompt-file", metavar="FILE", help="prompts, one per line, or JSONL (a string, token ids or "
+                     "an object with a 'prompt' field per line); sample i takes prompt i modulo their number")
     add_config_flags(p_s)
     p_s.set_defaults(func=sample_cmd)
     p_bench = sub.add_parser("bench", help="run the benchmark suites (source checkout) and print their tables")

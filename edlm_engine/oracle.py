@@ -180,10 +180,24 @@ class HMMLanguage:
         lang = self
         return Energy(lambda x0, x_t, log_q: -lang.log_prob(x0, x_t == lang.mask_id) + log_q.double())
 
-    def sample(self, n: int, L: int, seed: int = 0) -> torch.Tensor:
-        """n exact samples of length L (ancestral over states, then emissions)."""
+    def start(self, prompt: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Distribution of the first state to generate: ``init``, or after a prompt, the filtered distribution of
+        the prompt's last state moved one step (exactly P(s_P | prompt))."""
+        if prompt is None:
+            return self.init
+        ids = torch.as_tensor(list(prompt), dtype=torch.int64)
+        if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size:
+            raise ValueError(f"prompt must be a non-empty sequence of token ids in [0, {self.vocab_size})")
+        a = self.init * self.emit[:, ids[0]]
+        for v in ids[1:]:
+            a = (a / a.sum()) @ self.trans * self.emit[:, v]
+        return (a / a.sum()) @ self.trans
+
+    def sample(self, n: int, L: int, seed: int = 0, prompt: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """n exact samples of length L (ancestral over states, then emissions); with a prompt, n exact samples of
+        the L tokens that follow it."""
         g = torch.Generator().manual_seed(seed)
-        s = torch.multinomial(self.init, n, replacement=True, generator=g)
+        s = torch.multinomial(self.start(prompt), n, replacement=True, generator=g)
         x = torch.empty(n, L, dtype=torch.int64)
         for i in range(L):
             if i:
@@ -191,17 +205,17 @@ class HMMLanguage:
             x[:, i] = torch.multinomial(self.emit[s], 1, generator=g).squeeze(1)
         return x
 
-    def state_marginals(self, L: int) -> torch.Tensor:
-        """P(s_i) for i < L: [L, S]."""
-        out, pi = [], self.init.clone()
+    def state_marginals(self, L: int, prompt: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """P(s_i) for i < L (of the continuation, with a prompt): [L, S]."""
+        out, pi = [], self.start(prompt).clone()
         for _ in range(L):
             out.append(pi)
             pi = pi @ self.trans
         return torch.stack(out)
 
-    def pair_marginals(self, L: int) -> torch.Tensor:
-        """Exact P(x_i = a, x_{i+1} = b) for i < L - 1: [L - 1, V, V]."""
-        pis = self.state_marginals(L)[:-1]  # [L-1, S]
+    def pair_marginals(self, L: int, prompt: Optional[Sequence[int]] = None) -> torch.Tensor:
+        """Exact P(x_i = a, x_{i+1} = b) for i < L - 1 (of the continuation, with a prompt): [L - 1, V, V]."""
+        pis = self.state_marginals(L, prompt)[:-1]  # [L-1, S]
         left = pis[:, :, None] * self.emit[None]  # [L-1, S, V]: P(s_i, x_i)
         right = self.trans @ self.emit  # [S, V]: P(x_{i+1} | s_i)
         return torch.einsum("isa,sb->iab", left, right)
@@ -220,23 +234,31 @@ class HMMLanguage:
         return f"HMMLanguage(states={self.n_states}, vocab={self.vocab_size})"
 
 
-def pair_tv(tokens: torch.Tensor, lang: HMMLanguage) -> float:
+def pair_tv(tokens: torch.Tensor, lang: HMMLanguage, prompt: Optional[Sequence[int]] = None) -> float:
     """Total variation between the adjacent-pair distribution of the samples and the exact one.
 
     Pairs are pooled over positions (n * (L - 1) pairs) and compared with the exact pair marginals averaged
-    over positions, so the sampling-noise floor stays low for vocabularies of hundreds of tokens.
+    over positions, so the sampling-noise floor stays low for vocabularies of hundreds of tokens.  With a
+    prompt, ``tokens`` are continuations and the reference is the exact conditional distribution.
     """
     n, L = tokens.shape
     V = lang.vocab_size
     idx = (tokens[:, :-1] * V + tokens[:, 1:]).reshape(-1).cpu()
     emp = torch.bincount(idx, minlength=V * V).double() / idx.numel()
-    exact = lang.pair_marginals(L).mean(0).reshape(-1)
+    exact = lang.pair_marginals(L, prompt).mean(0).reshape(-1)
     return float(0.5 * (emp - exact).abs().sum())
 
 
-def generative_nll(tokens: torch.Tensor, lang: HMMLanguage) -> tuple:
-    """Mean negative log-likelihood per token under the true model, with its standard error."""
-    per_token = -lang.log_prob(tokens.cpu()) / tokens.shape[1]
+def generative_nll(tokens: torch.Tensor, lang: HMMLanguage, prompt: Optional[Sequence[int]] = None) -> tuple:
+    """Mean negative log-likelihood per token under the true model, with its standard error; with a prompt,
+    of the continuations given it."""
+    tokens = tokens.cpu()
+    if prompt is None:
+        per_token = -lang.log_prob(tokens) / tokens.shape[1]
+    else:
+        head = torch.as_tensor(list(prompt), dtype=torch.int64).expand(tokens.shape[0], -1)
+        whole = lang.log_prob(torch.cat([head, tokens], 1))
+        per_token = -(whole - lang.log_prob(head[:1]).expand_as(whole)) / tokens.shape[1]
     return float(per_token.mean()), float(per_token.std() / math.sqrt(len(per_token)))
 
 

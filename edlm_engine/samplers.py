@@ -108,7 +108,8 @@ class SamplingRun:
                                        attention)
             if 0 in logits.stride():
                 logits = logits.contiguous()
-            logits.sub_(unconditional).mul_(scale + 1.0).add_(unconditional)
+            impossible = torch.isneginf(logits) & torch.isneginf(unconditional)  # -inf - -inf would be NaN
+            logits.sub_(unconditional).mul_(scale + 1.0).add_(unconditional).masked_fill_(impossible, float("-inf"))
         return logits
 
     def _call(self, x, t, attention):
@@ -336,7 +337,8 @@ def choose_commits(scores: torch.Tensor, masked: torch.Tensor, cfg, count: Optio
         return masked & ((scores[0] >= cfg.threshold) | (rank == 0))
     entropy = torch.where(masked, scores[3], float("inf"))
     ordered = torch.sort(entropy, dim=1, stable=True).values
-    before = torch.cumsum(ordered, 1) - ordered  # entropy of the run before each position, in entropy order
+    # entropy of the run before each position, in entropy order (its own entropy is the run's largest)
+    before = torch.cat([torch.zeros_like(ordered[:, :1]), torch.cumsum(ordered, 1)[:, :-1]], 1)
     n = ((before <= cfg.entropy_bound) & torch.isfinite(ordered)).sum(1).clamp(min=1)
     return masked & (_ranks(-entropy) < n[:, None])
 

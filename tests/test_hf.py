@@ -322,3 +322,82 @@ def test_a_mistyped_relative_path_fails_at_once(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="no such file"):
         edlm_engine.sample("models/bert-tiny", n=1, seq_len=4)
     assert time.perf_counter() - t0 < 5
+
+
+# ---------------------------------------------------------------- instruct models (LLaDA / Dream conventions)
+
+TinyLLaDAFamilyConfig = _tiny_config("llada")  # LLaDA checkpoints do not name their mask id: 126336 is known
+TinyDreamConfig = _tiny_config("dream")
+
+
+class TinyLLaDAFamily(TinyLLaDA):
+    config_class = TinyLLaDAFamilyConfig
+
+
+class TinyDream(TinyLLaDA):
+    """Dream-shaped: output i predicts position i + 1 (a bidirectional model trained with a shift)."""
+
+    config_class = TinyDreamConfig
+
+    def forward(self, input_ids, attention_mask=None, **kwargs):
+        self.seen_attention_mask = attention_mask
+        logits = self.out(torch.tanh(self.embed(input_ids)))
+        return MaskedLMOutput(logits=torch.cat([logits[:, 1:], logits[:, :1]], 1))
+
+
+AutoConfig.register("llada", TinyLLaDAFamilyConfig)
+transformers.AutoModel.register(TinyLLaDAFamilyConfig, TinyLLaDAFamily)
+AutoConfig.register("dream", TinyDreamConfig)
+transformers.AutoModel.register(TinyDreamConfig, TinyDream)
+
+
+@pytest.fixture(scope="module")
+def instruct_paths(tmp_path_factory):
+    torch.manual_seed(2)
+    root = tmp_path_factory.mktemp("hf-instruct")
+    llada = TinyLLaDAFamilyConfig(vocab_size=126464, hidden_size=4, model_length=64)
+    del llada.mask_token_id
+    TinyLLaDAFamily(llada).save_pretrained(root / "llada")
+    TinyDream(TinyDreamConfig(vocab_size=VOCAB, mask_token_id=MASK)).save_pretrained(root / "dream")
+    BertForMaskedLM(BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=32)).save_pretrained(root / "chat")
+    words = ["[PAD]", "[UNK]", "[CLS]", "[MASK]", "[EOS]"] + [f"w{i}" for i in range(VOCAB - 5)]
+    tok = _word_tokenizer(words)
+    tok.eos_token = "[EOS]"
+    tok.chat_template = ("{% for m in messages %}[CLS] {{ m['content'] }}{% endfor %}"
+                         "{% if add_generation_prompt %} w0{% endif %}")
+    tok.save_pretrained(root / "chat")
+    return {p.name: str(p) for p in root.iterdir()}
+
+
+def test_llada_family_checkpoint_gets_its_known_mask_id(instruct_paths):
+    out = edlm_engine.sample(instruct_paths["llada"], n=1, prompt=[5, 6], gen_length=4, steps=4,
+                             unmasking="confidence", seed=0)
+    assert out.tokens.shape == (1, 6) and not (out.tokens == 126336).any()
+
+
+def test_dream_family_output_is_read_shifted(instruct_paths):
+    model = transformers.AutoModel.from_pretrained(instruct_paths["dream"])
+    denoiser = edlm_engine.as_denoiser(model)
+    assert denoiser.shifted and denoiser.mask_id == MASK
+    kw = dict(n=3, prompt=[[5, 6, 7], [8]], gen_length=6, block_length=3, steps=4, unmasking="entropy", seed=1)
+    out = edlm_engine.sample(model, **kw)
+    assert model.seen_attention_mask is not None and model.seen_attention_mask[1, :2].tolist() == [0, 0]
+    unshifted = TinyLLaDA(TinyLLaDAConfig(vocab_size=VOCAB, mask_token_id=MASK))
+    unshifted.load_state_dict(model.state_dict())
+    assert torch.equal(out.tokens, edlm_engine.sample(unshifted, **kw).tokens)
+
+
+def test_text_prompts_with_a_chat_template_give_the_generation_as_text(instruct_paths):
+    out = edlm_engine.sample(instruct_paths["chat"], n=2, prompt=["w5 w6", "w7"], chat_template=True, gen_length=8,
+                             block_length=4, steps=8, unmasking="confidence", mask_id=MASK, seed=2)
+    # [CLS] w5 w6 w0 | [PAD] [CLS] w7 w0, then 8 generated tokens
+    assert out.tokens[0, :4].tolist() == [2, 10, 11, 5] and out.tokens[1, :4].tolist() == [0, 2, 12, 5]
+    assert out.tokens.shape == (2, 12) and not (out.tokens == MASK).any()
+    for i in range(2):
+        gen = out.tokens[i, 4:]
+        if (gen == 4).any():  # the tokenizer's EOS: everything after it is EOS too
+            first = int((gen == 4).nonzero()[0])
+            assert (gen[first:] == 4).all()
+        words = out.text[i].split()
+        assert all(w.startswith("w") for w in words) and len(words) <= 8  # generation only, specials stripped
