@@ -46,19 +46,20 @@ def _quality_table(args: argparse.Namespace):
           f"n = {n} sequences of {L} tokens.")
     print(f"EDLM: k = {k} candidates, importance sampling at every step, exact log-likelihood energy.\n")
     runs = [("exact samples", "-", "-", None)]
-    runs += [("ancestral", T, "-", None) for T in args.steps]
-    runs += [("EDLM", T, k, lang.energy()) for T in args.steps if T <= max(args.steps) // 2]
+    runs += [("ancestral", T, "-", dict()) for T in args.steps]
+    runs += [("EDLM", T, k, dict(energy=lang.energy(), is_size=k, is_window=(0.0, 1.0)))
+             for T in args.steps if T <= max(args.steps) // 2]
+    runs += [("LLaDA-style", T, "-", dict(unmasking="confidence")) for T in args.steps]
     rows = []
     header = f"{'sampler':<15}{'steps':>6}{'k':>4}{'pair-TV':>9}{'gen NLL/token':>18}{'entropy (bits)':>16}{'seconds':>9}"
     print(header)
     print("-" * len(header))
-    for name, T, kk, energy in runs:
+    for name, T, kk, kw in runs:
         t0 = time.perf_counter()
-        if energy is None and T == "-":
+        if kw is None:
             tokens = lang.sample(n, L, seed=args.seed + 1)
         else:
-            tokens = sample(lang.denoiser(), energy, n=n, seq_len=L, steps=T, is_size=k, is_window=(0.0, 1.0),
-                            seed=args.seed).tokens
+            tokens = sample(lang.denoiser(), n=n, seq_len=L, steps=T, seed=args.seed, **kw).tokens
         sec = time.perf_counter() - t0
         tv = pair_tv(tokens, lang)
         nll, se = generative_nll(tokens, lang)
@@ -69,6 +70,9 @@ def _quality_table(args: argparse.Namespace):
         print(f"{name:<15}{str(T):>6}{str(kk):>4}{tv:>9.3f}{nll_s:>18}{bits:>16.2f}{sec:>9.2f}")
     print("\npair-TV: total variation between sampled and exact adjacent-pair distributions (exact samples show the")
     print("sampling-noise floor); gen NLL: -log p(x) / L under the true model (+- one standard error).")
+    print("LLaDA-style: the most confident positions commit first (LLaDA's low-confidence remasking), a heuristic:")
+    print("low NLL, less diverse (see its entropy), not the language's distribution (benchmarks/quality/")
+    print("instruct_results.md measures it given a prompt).")
     floor = rows[0]["pair_tv"]
     ancestral = {r["steps"]: r["pair_tv"] - floor for r in rows if r["sampler"] == "ancestral"}
     savings = [f"{steps_to_reach(ancestral, r['pair_tv'] - floor) / r['steps']:.2f}x at {r['steps']}"
@@ -97,7 +101,7 @@ def _plot(rows, path):
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, marker in (("ancestral", "o"), ("EDLM", "s")):
+    for name, marker in (("ancestral", "o"), ("EDLM", "s"), ("LLaDA-style", "^")):
         pts = [(r["steps"], r["pair_tv"]) for r in rows if r["sampler"] == name]
         if pts:
             ax.plot(*zip(*pts), marker=marker, label=name)

@@ -28,10 +28,12 @@ class SampleOutput:
     Attributes
     ----------
     tokens : int64 Tensor [n, seq_len]
+        With a prompt: the (left-padded) prompt, then the generation.
     text : list of str or None
-        Decoded tokens when the denoiser has a tokenizer.
+        Decoded tokens when the denoiser has a tokenizer; with a prompt, the generation alone, special tokens
+        stripped.
     stats : dict
-        denoiser_calls, energy_calls, candidates_scored, seconds, tokens_per_second, mean_ess, and the settings.
+        What :func:`sample` lists under Returns.
     """
 
     tokens: torch.Tensor
@@ -135,6 +137,8 @@ def _collect_stats(state: SamplingRun, strategy, n: int, load_s: float, sample_s
         load_seconds=load_s,
         tokens_per_second=n * state.seq_len / sample_s if sample_s > 0 else float("inf"),
         mean_ess=float(torch.cat(state.ess).mean()) if state.ess else None,
+        steps_per_sequence=float(torch.cat(list(state.active_steps.values())).double().mean())
+        if state.active_steps else 0.0,
         sampler=strategy.name,
         steps=strategy.steps(),
         n=n,
@@ -168,7 +172,8 @@ def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = N
     SampleOutput
         ``tokens`` int64 [n, seq_len], ``text`` (when the denoiser has a tokenizer) and ``stats``:
         denoiser_calls, energy_calls, candidates_scored, seconds (sampling), load_seconds (resolving the models),
-        tokens_per_second, mean_ess, sampler, steps, n, seq_len.
+        tokens_per_second, mean_ess, steps_per_sequence (the steps in which a sequence still had something to
+        decode, averaged: what threshold and entropy-bound decoding save), sampler, steps, n, seq_len.
 
     Examples
     --------

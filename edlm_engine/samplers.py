@@ -91,6 +91,12 @@ class SamplingRun:
         self.steps_per_block = config.steps // len(layout.blocks)
         self.stats = dict(denoiser_calls=0, energy_calls=0, candidates_scored=0)
         self.ess: List[torch.Tensor] = []  # per scored sequence, kept on the device until the end
+        self.active_steps: Dict[int, torch.Tensor] = {}  # per batch (by its first index): steps each sequence took
+
+    def count_step(self, first: int, active: torch.Tensor) -> None:
+        """Record a step for the sequences of the batch that still had something to decode in it."""
+        steps = self.active_steps.get(first)
+        self.active_steps[first] = active.long() if steps is None else steps + active.long()
 
     def _rows(self, name: str, first: int, n: int) -> Optional[torch.Tensor]:
         full = getattr(self.layout, name)
@@ -230,9 +236,11 @@ class AncestralSampler(Sampler):
         for i in range(state.steps_per_block):
             bar.update(1)
             masked = x[:, lo:hi] == state.mask_id
+            state.count_step(first, masked.any(1))
             if bool(masked.any()):
                 t, s = float(times[i]), float(times[i + 1])
                 if logits is None or changed_any or not reuse:
+                    logits = None  # dropped before the next call, so two outputs never coexist
                     logits = state.denoise(x, torch.full((B,), t, dtype=torch.float64, device=x.device), first)
                 block = state.view(logits, lo, hi)
                 x_prev = x
@@ -303,10 +311,12 @@ class AncestralSampler(Sampler):
             bar.update(1)
             if by_schedule and not bool((counts[:, i] > 0).any()):
                 continue  # more steps than tokens: nothing commits here
+            state.count_step(first, masked.any(1))
             t = masked.sum(1).double() / W  # the block's masked fraction, for time-conditioned denoisers
             logits = state.denoise(x, t, first)
             tokens, scores = ops.sample_scored(state.view(logits, lo, hi), x[:, lo:hi], state.mask_id,
                                                offset=self._offset(self.DRAW), row_offset=first * W, **self._rng())
+            del logits  # before the next call, so two outputs never coexist
             commit = choose_commits(scores, masked, cfg, counts[:, i] if by_schedule else None)
             x = x.clone()
             x[:, lo:hi] = torch.where(commit, tokens, x[:, lo:hi])
@@ -363,13 +373,13 @@ class FirstHittingSampler(Sampler):
             masked = x[:, lo:hi] == state.mask_id
             n_masked = masked.sum(1)
             active = n_masked > 0
+            state.count_step(first, active)
             if bool(active.any()):
                 tau = torch.where(active, self.next_time(tau, n_masked, first), tau)
-                logits = state.denoise(x, tau, first)
                 pos = self.position(masked, n_masked, first)
-                tok, _ = ops.categorical(state.view(logits, lo, hi)[rows, pos], 1, offset=self._offset(self.TOKEN),
-                                         exclude=state.mask_id, row_offset=first, precision=self.cfg.precision,
-                                         **self._rng())
+                picked = state.view(state.denoise(x, tau, first), lo, hi)[rows, pos]  # the output is freed here
+                tok, _ = ops.categorical(picked, 1, offset=self._offset(self.TOKEN), exclude=state.mask_id,
+                                         row_offset=first, precision=self.cfg.precision, **self._rng())
                 x = x.clone()
                 x[rows[active], lo + pos[active]] = tok[active, 0]
             self.step += 1

@@ -50,6 +50,7 @@ step cuda_tests 180 1 "$PY" -m pytest -q -p no:cacheprovider tests -k "cuda" -rs
 step sanitizer 150 1 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" scripts/sanitize_ops.py
 step roofline 120 1 "$PY" benchmarks/roofline.py --device cuda --json "$OUT/roofline.json"
 step bench 150 1 "$PY" -m pytest -q -p no:cacheprovider benchmarks/test_bench_ops.py benchmarks/test_bench_logprob.py \
+  benchmarks/test_bench_instruct.py \
   -k "cuda" -s
 step e2e 600 1 "$PY" benchmarks/e2e_gpu.py
 
