@@ -8,7 +8,7 @@ torch.Size([2, 3])
 
 from . import ops
 from .config import SampleConfig
-from .models import CausalLMEnergy, Denoiser, Energy, LogLikelihoodEnergy, as_denoiser, as_energy
+from .models import AREnergy, CausalLMEnergy, Denoiser, Energy, LogLikelihoodEnergy, as_denoiser, as_energy
 from .ops import build_info
 from .sampler import SampleOutput, sample
 from .samplers import SAMPLERS, Sampler, register_sampler
@@ -26,6 +26,7 @@ __all__ = [
     "ops",
     "Energy",
     "LogLikelihoodEnergy",
+    "AREnergy",
     "CausalLMEnergy",
     "Denoiser",
     "as_denoiser",

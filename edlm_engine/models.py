@@ -11,7 +11,7 @@ import torch
 
 from . import ops
 
-__all__ = ["Denoiser", "as_denoiser", "Energy", "LogLikelihoodEnergy", "CausalLMEnergy", "as_energy",
+__all__ = ["Denoiser", "as_denoiser", "Energy", "LogLikelihoodEnergy", "AREnergy", "CausalLMEnergy", "as_energy",
            "check_vocabularies"]
 
 
@@ -288,6 +288,68 @@ class LogLikelihoodEnergy(Energy):
         return -self.log_prob(x0).double() + log_q.double()
 
 
+class AREnergy(Energy):
+    """An autoregressive model given by its aligned conditionals: ``fn(x [N, L]) -> [N, L, V]``, entry
+    ``[n, j, v]`` being ``log p(x_j = v | x_<j)`` (the first position conditioned on nothing).
+
+    As an EDLM energy it is exact: ``E = -sum_j log p(x0_j | x0_<j) + log q(x0 | x_t)``, over every position
+    (``positions="all"``) or only those masked in ``x_t`` (``"masked"``, the reference code's variant).  The
+    conditionals themselves are what a speculative sampler verifies drafts against (:meth:`log_probs`).
+
+    Parameters
+    ----------
+    fn : callable
+        ``fn(x) -> [N, L, V]`` log-probabilities (each row over V sums to 1 in probability).
+    positions : {"all", "masked"}
+    vocab_size : int, optional
+        V, when known before the first call (checked against the denoiser's ids).
+    mask_id : int, optional
+        The mask id, for ``positions="masked"`` outside ``sample()`` (which sets the denoiser's).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from edlm_engine.oracle import HMMLanguage
+    >>> lang = HMMLanguage.random(n_states=2, vocab_size=3, seed=0)
+    >>> energy = AREnergy(lang.ar_log_probs, vocab_size=3)
+    >>> x = lang.sample(2, 4, seed=1)
+    >>> bool(torch.allclose(energy.log_prob(x), lang.log_prob(x)))
+    True
+    """
+
+    def __init__(self, fn: Callable, *, positions: str = "all", vocab_size: Optional[int] = None,
+                 mask_id: Optional[int] = None):
+        super().__init__()
+        if not callable(fn):
+            raise TypeError(f"AREnergy needs a callable fn(x [N, L]) -> [N, L, V], got {type(fn).__name__}")
+        if positions not in ("all", "masked"):
+            raise ValueError(f"energy_positions must be 'all' or 'masked', got {positions!r}")
+        self.fn, self.positions, self.vocab_size = fn, positions, vocab_size
+        self.mask_id = mask_id  # the sampler sets the denoiser's; needed for positions="masked"
+
+    @torch.no_grad()
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The aligned conditionals of ``x``: ``[N, L, V]``, ``[n, j, v] = log p(x_j = v | x_<j)``."""
+        out = self.fn(x)
+        if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[:2] != x.shape:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"AREnergy's fn must return [N, L, V] log-probabilities for x {tuple(x.shape)}, got {shape}")
+        return out
+
+    def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sum_j weights_j log p(x0_j | x0_<j) in float64, [N]."""
+        lp = self.log_probs(x0).gather(-1, x0[..., None].to(torch.int64)).squeeze(-1).double()
+        return (lp if weights is None else lp * weights.double()).sum(1)
+
+    def energy(self, x0, x_t, log_q):
+        weights = None
+        if self.positions == "masked":
+            if self.mask_id is None:
+                raise ValueError("energy_positions='masked' needs the denoiser's mask id (set energy.mask_id)")
+            weights = x_t == self.mask_id
+        return -self.log_prob(x0, weights) + log_q.double()
+
+
 class CausalLMEnergy(Energy):
     """EDLM-AR energy from a HuggingFace causal LM, scored without materializing its full logits.
 
@@ -384,11 +446,11 @@ class CausalLMEnergy(Energy):
 def as_energy(energy, *, positions: Optional[str] = None, trust_remote_code: bool = False, device=None, dtype=None):
     """An :class:`Energy` from None, an Energy, a HuggingFace causal LM, its name/path, or a callable.
 
-    ``positions`` ("all" or "masked") applies to causal LMs; None keeps a :class:`CausalLMEnergy`'s own setting
-    and gives "all" to one built here.
+    ``positions`` ("all" or "masked") applies to autoregressive energies; None keeps the setting of a
+    :class:`CausalLMEnergy` or :class:`AREnergy` given here and gives "all" to one built here.
     """
     if energy is None or isinstance(energy, Energy):
-        if isinstance(energy, CausalLMEnergy) and positions is not None:
+        if isinstance(energy, (CausalLMEnergy, AREnergy)) and positions is not None:
             energy.positions = positions
         return energy
     if isinstance(energy, (str, torch.nn.Module)):

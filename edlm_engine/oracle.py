@@ -13,7 +13,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .models import Energy, LogLikelihoodEnergy
+from .models import AREnergy, Energy, LogLikelihoodEnergy
 
 __all__ = ["HMMLanguage", "pair_tv", "generative_nll", "unigram_entropy", "steps_to_reach"]
 
@@ -166,6 +166,23 @@ class HMMLanguage:
         exact_denoiser.time_agnostic = True
         exact_denoiser.mask_id = self.mask_id
         return exact_denoiser
+
+    def ar_log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The exact autoregressive conditionals: float64 [N, L, V], ``[n, j, v] = log p(x_j = v | x_<j)`` (forward
+        filtering; masked positions of ``x`` count as unobserved)."""
+        obs = self._obs(x)
+        N, L, S = obs.shape
+        out = torch.empty(N, L, self.vocab_size, dtype=torch.float64)
+        predicted = self.init.expand(N, S)
+        for j in range(L):
+            out[:, j] = (predicted @ self.emit).log()
+            filtered = predicted * obs[:, j]
+            predicted = (filtered / filtered.sum(1, keepdim=True)) @ self.trans
+        return out.to(x.device)
+
+    def ar_energy(self, positions: str = "all"):
+        """The exact EDLM energy through the language's autoregressive conditionals (an :class:`AREnergy`)."""
+        return AREnergy(self.ar_log_probs, positions=positions, vocab_size=self.vocab_size, mask_id=self.mask_id)
 
     def energy(self, positions: str = "all"):
         """The exact EDLM energy -log p(x0) + log q(x0 | x_t).

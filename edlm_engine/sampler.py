@@ -14,7 +14,7 @@ import torch
 
 from .config import SampleConfig
 from .layout import build_layout, end_of_sequence
-from .models import CausalLMEnergy, as_denoiser, as_energy, check_vocabularies
+from .models import AREnergy, CausalLMEnergy, as_denoiser, as_energy, check_vocabularies
 from .samplers import SAMPLERS, UNMASKING, SamplingRun, get_sampler
 from .schedules import get_schedule
 
@@ -77,7 +77,7 @@ def resolve_models(model, energy, cfg: SampleConfig, device: torch.device):
     energy = as_energy(energy, positions=cfg.energy_positions, trust_remote_code=cfg.trust_remote_code,
                        device=device if isinstance(energy, (str, torch.nn.Module)) else None,
                        dtype=dtype if isinstance(energy, str) else None)
-    if isinstance(energy, CausalLMEnergy):
+    if isinstance(energy, (CausalLMEnergy, AREnergy)):
         energy.mask_id = denoiser.mask_id
     if denoiser.time_conditioned and not schedule.finite_at_one:
         raise ValueError(f"schedule={cfg.schedule!r} has sigma(1) = inf, which the time-conditioned denoiser "

@@ -140,3 +140,30 @@ def test_fp32_gumbel_loses_the_tail_of_a_50k_vocabulary():
         nll, se = generative_nll(out.tokens, lang)
         z = (nll - entropy) / se
         assert (z < -4) if lost else (abs(z) < 4), f"{precision}: gen NLL {nll:.3f} +- {se:.3f}, entropy {entropy:.3f}"
+
+
+def test_ar_conditionals_and_the_ar_energy():
+    import itertools
+
+    from edlm_engine import AREnergy
+
+    lang = HMMLanguage.random(n_states=3, vocab_size=4, seed=2)
+    x = torch.tensor(list(itertools.product(range(4), repeat=3)))
+    lp = lang.ar_log_probs(x)
+    assert torch.allclose(lp.exp().sum(-1), torch.ones(64, 3, dtype=torch.float64))
+    for j in range(3):  # p(x_j | x_<j) = p(x_<=j) / p(x_<j), from the forward algorithm
+        joint = lang.log_prob(x[:, : j + 1])
+        before = lang.log_prob(x[:, :j]) if j else torch.zeros(64, dtype=torch.float64)
+        assert torch.allclose(lp[torch.arange(64), j, x[:, j]], joint - before, atol=1e-12)
+    energy, reference = lang.ar_energy(), lang.energy()
+    x_t = x.clone()
+    x_t[:, 1] = lang.mask_id
+    log_q = torch.randn(64, dtype=torch.float64)
+    assert torch.allclose(energy(x, x_t, log_q), reference(x, x_t, log_q), atol=1e-10)
+    assert torch.allclose(lang.ar_energy("masked")(x, x_t, log_q), lang.energy("masked")(x, x_t, log_q), atol=1e-10)
+    kw = dict(n=64, seq_len=6, steps=3, is_size=4, is_window=(0.0, 1.0), seed=3)
+    a = edlm_engine.sample(lang.denoiser(), energy, **kw)
+    b = edlm_engine.sample(lang.denoiser(), reference, **kw)
+    assert torch.equal(a.tokens, b.tokens)
+    with pytest.raises(ValueError, match=r"\[N, L, V\] log-probabilities"):
+        AREnergy(lambda x: x.float())(x, x_t, log_q)
