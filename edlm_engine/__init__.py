@@ -12,6 +12,7 @@ from .models import AREnergy, CausalLMEnergy, Denoiser, Energy, LogLikelihoodEne
 from .ops import build_info
 from .sampler import SampleOutput, sample
 from .samplers import SAMPLERS, Sampler, register_sampler
+from .speculative import SpeculativeSampler
 from .schedules import LinearSchedule, LogLinearSchedule, Schedule
 
 __version__ = build_info()["version"]
@@ -23,6 +24,7 @@ __all__ = [
     "Sampler",
     "SAMPLERS",
     "register_sampler",
+    "SpeculativeSampler",
     "ops",
     "Energy",
     "LogLikelihoodEnergy",

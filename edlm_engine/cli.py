@@ -50,6 +50,7 @@ def _quality_table(args: argparse.Namespace):
     runs += [("EDLM", T, k, dict(energy=lang.energy(), is_size=k, is_window=(0.0, 1.0)))
              for T in args.steps if T <= max(args.steps) // 2]
     runs += [("LLaDA-style", T, "-", dict(unmasking="confidence")) for T in args.steps]
+    runs += [("speculative", None, "-", dict(sampler="speculative", energy=lang.ar_energy()))]
     rows = []
     header = f"{'sampler':<15}{'steps':>6}{'k':>4}{'pair-TV':>9}{'gen NLL/token':>18}{'entropy (bits)':>16}{'seconds':>9}"
     print(header)
@@ -59,7 +60,9 @@ def _quality_table(args: argparse.Namespace):
         if kw is None:
             tokens = lang.sample(n, L, seed=args.seed + 1)
         else:
-            tokens = sample(lang.denoiser(), n=n, seq_len=L, steps=T, seed=args.seed, **kw).tokens
+            out = sample(lang.denoiser(), n=n, seq_len=L, steps=T or 1, seed=args.seed, **kw)
+            tokens = out.tokens
+            T = T or f"{out.stats['steps_per_sequence']:.1f}"  # the speculative sampler takes its own steps
         sec = time.perf_counter() - t0
         tv = pair_tv(tokens, lang)
         nll, se = generative_nll(tokens, lang)
@@ -73,6 +76,8 @@ def _quality_table(args: argparse.Namespace):
     print("LLaDA-style: the most confident positions commit first (LLaDA's low-confidence remasking), a heuristic:")
     print("low NLL, less diverse (see its entropy), not the language's distribution (benchmarks/quality/")
     print("instruct_results.md measures it given a prompt).")
+    print("speculative: the denoiser drafts 8 tokens, the language's AR conditionals verify them (PoE-Bridge, exact);")
+    print("its steps are the rounds a sequence took (benchmarks/quality/speculative_results.md).")
     floor = rows[0]["pair_tv"]
     ancestral = {r["steps"]: r["pair_tv"] - floor for r in rows if r["sampler"] == "ancestral"}
     savings = [f"{steps_to_reach(ancestral, r['pair_tv'] - floor) / r['steps']:.2f}x at {r['steps']}"

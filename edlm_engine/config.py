@@ -17,7 +17,9 @@ from .ops import PRECISIONS
 
 __all__ = ["SampleConfig", "GROUPS"]
 
-GROUPS = ("length", "prompt", "sampler", "decoding", "EDLM", "randomness", "precision", "models", "batching")
+GROUPS = ("length", "prompt", "sampler", "decoding", "EDLM", "speculative", "randomness", "precision", "models",
+          "batching")
+SELECTIONS = ("snis", "argmax")
 SCHEDULES = ("loglinear", "linear")
 ENERGY_POSITIONS = ("all", "masked")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -117,6 +119,20 @@ class SampleConfig:
     energy_positions: Optional[str] = _opt(None, "EDLM", "positions a causal-LM energy scores: 'all' (exact) or "
                                            "'masked' (the reference's carry-over variant); default: 'all', or the "
                                            "setting of a CausalLMEnergy you built", cli=dict(choices=ENERGY_POSITIONS))
+
+    # --- speculative: the denoiser drafts, the AR energy verifies (PoE-Bridge), sampler="speculative"
+    particles: int = _opt(1, "speculative", "K chains per sequence; one is kept at the end by `selection`",
+                          cli=dict(type=int))
+    poe_weight: float = _opt(0.0, "speculative", "w of the token-level target softmax((w l_D + (1 - w) l_AR) / T); 0 "
+                             "is the AR model itself, sampled exactly", cli=dict(type=float))
+    selection: str = _opt("snis", "speculative", "how one of the K chains is kept: 'snis' (importance weights p_AR / "
+                          "target, consistent for p_AR) or 'argmax' (the released code's best-of-K reranking by mean "
+                          "l_AR - l_D: biased, for comparisons)", cli=dict(choices=SELECTIONS))
+    verify_window: int = _opt(8, "speculative", "W: drafted tokens per round, verified left to right",
+                              cli=dict(type=int))
+    lookahead: Optional[int] = _opt(None, "speculative", "masked positions the denoiser sees after the committed ones "
+                                    "(hidden by the attention mask beyond; default: the rest of the sequence)",
+                                    cli=dict(type=int))
 
     # --- randomness
     seed: int = _opt(0, "randomness", "random seed: sample i depends only on (seed, first_index + i)",
@@ -344,6 +360,11 @@ _CHECKS = dict(
     cfg_scale=_number,
     eos_id=lambda n, v: _int(n, v, -1, optional=True),
     logits_shift=_optional(_bool),
+    particles=lambda n, v: _int(n, v, 1),
+    poe_weight=_probability,
+    selection=lambda n, v: _choice(n, v, SELECTIONS),
+    verify_window=lambda n, v: _int(n, v, 1),
+    lookahead=lambda n, v: _int(n, v, 1, optional=True),
     sampler=_sampler,
     steps=lambda n, v: _int(n, v, 1),
     schedule=lambda n, v: _choice(n, v, SCHEDULES),

@@ -427,6 +427,23 @@ class CausalLMEnergy(Energy):
                                    bias=getattr(self.head, "bias", None))
 
     @torch.no_grad()
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Aligned conditionals, float64 [N, L, V]: ``[n, j, v] = log p(x_j = v | x_<j)``, BOS per row as in
+        :meth:`log_prob` (a row that starts with BOS gives it probability 1 at position 0).  Computed from the full
+        logits: what the speculative sampler verifies drafts against."""
+        if self.bos_id is None:
+            raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
+        device = self.head.weight.device
+        x = x.to(device)
+        has_bos = (x[:, 0] == self.bos_id)[:, None, None]
+        pad = torch.full_like(x[:, :1], self.bos_id)
+        ids = torch.where(has_bos[:, :, 0], torch.cat([x, pad], 1), torch.cat([pad, x], 1))
+        out = torch.log_softmax(self.model(input_ids=ids).logits.double(), -1)  # position p predicts ids[p + 1]
+        given = torch.full_like(out[:, :1], float("-inf"))
+        given[..., self.bos_id] = 0.0
+        return torch.where(has_bos, torch.cat([given, out[:, : x.shape[1] - 1]], 1), out[:, : x.shape[1]])
+
+    @torch.no_grad()
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """log p_AR(x0) summed over positions (with ``weights``), float64 [N]."""
         step = self.max_batch or x0.shape[0]

@@ -130,6 +130,15 @@ def _run_batches(strategy, x_init: torch.Tensor, cfg: SampleConfig) -> torch.Ten
     return torch.cat(out)
 
 
+def _speculative_stats(totals) -> Dict[str, Any]:
+    if not totals:
+        return {}
+    n = max(totals["sequences"], 1)
+    return dict(denoiser_calls_per_sequence=totals["calls"] / n, ar_calls_per_sequence=totals["calls"] / n,
+                ar_tokens_per_sequence=totals["ar_tokens"] / n,
+                acceptance_rate=totals["accepted"] / max(totals["drafted"], 1))
+
+
 def _collect_stats(state: SamplingRun, strategy, n: int, load_s: float, sample_s: float) -> Dict[str, Any]:
     stats = dict(state.stats)
     stats.update(
@@ -139,6 +148,7 @@ def _collect_stats(state: SamplingRun, strategy, n: int, load_s: float, sample_s
         mean_ess=float(torch.cat(state.ess).mean()) if state.ess else None,
         steps_per_sequence=float(torch.cat(list(state.active_steps.values())).double().mean())
         if state.active_steps else 0.0,
+        **_speculative_stats(state.stats.pop("speculative", None)),
         sampler=strategy.name,
         steps=strategy.steps(),
         n=n,
@@ -197,6 +207,7 @@ def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = N
     _check_strategy(strategy_cls, energy, cfg, len(layout.blocks))
     loaded = time.perf_counter()
     strategy = strategy_cls(state)
+    strategy.check()
     tokens = _run_batches(strategy, layout.x_init, cfg)
     stats = _collect_stats(state, strategy, n, loaded - started, time.perf_counter() - loaded)
     return SampleOutput(tokens=tokens, text=_decode(denoiser, tokens, cfg, layout), stats=stats)

@@ -98,20 +98,26 @@ class SamplingRun:
         steps = self.active_steps.get(first)
         self.active_steps[first] = active.long() if steps is None else steps + active.long()
 
-    def _rows(self, name: str, first: int, n: int) -> Optional[torch.Tensor]:
+    def _rows(self, name: str, first: int, n: int, particles: int = 1) -> Optional[torch.Tensor]:
         full = getattr(self.layout, name)
         i0 = first - self.config.first_index
-        return None if full is None else full[i0 : i0 + n]
+        return None if full is None else full[i0 : i0 + n // particles].repeat_interleave(particles, 0)
 
-    def denoise(self, x: torch.Tensor, t: torch.Tensor, first: int) -> torch.Tensor:
-        """Logits for the batch ``x`` (whose first sequence is ``first``), guided when ``cfg_scale`` > 0."""
-        attention = self._rows("attention_mask", first, x.shape[0])
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, first: int, particles: int = 1,
+                hide_from: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits for the batch ``x`` (whose first sequence is ``first``; each repeated ``particles`` times),
+        guided when ``cfg_scale`` > 0.  ``hide_from`` [B]: per row, the column from which positions are hidden
+        from a model that takes an attention mask."""
+        attention = self._rows("attention_mask", first, x.shape[0], particles)
+        if hide_from is not None:
+            visible = torch.arange(x.shape[1], device=x.device)[None] < hide_from[:, None]
+            attention = visible if attention is None else attention & visible
         logits = self._call(x, t, attention)
         scale = self.config.cfg_scale
         if scale > 0:
             # LLaDA's guidance: u + (s + 1)(c - u), u from the same input with the prompt masked; in place
-            unconditional = self._call(torch.where(self._rows("prompt_mask", first, x.shape[0]), self.mask_id, x), t,
-                                       attention)
+            prompt = self._rows("prompt_mask", first, x.shape[0], particles)
+            unconditional = self._call(torch.where(prompt, self.mask_id, x), t, attention)
             if 0 in logits.stride():
                 logits = logits.contiguous()
             impossible = torch.isneginf(logits) & torch.isneginf(unconditional)  # -inf - -inf would be NaN
@@ -197,6 +203,9 @@ class Sampler:
     def run_block(self, x: torch.Tensor, first: int, lo: int, hi: int, bar) -> torch.Tensor:
         """Decode the masked positions of columns lo .. hi-1."""
         raise NotImplementedError
+
+    def check(self) -> None:
+        """Refuse, with a clear error, a configuration this strategy cannot run (called before sampling)."""
 
     def _rng(self):
         return dict(seed=self.cfg.seed, temperature=self.cfg.temperature, top_k=self.cfg.top_k, top_p=self.cfg.top_p,

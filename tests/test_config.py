@@ -25,7 +25,7 @@ def test_every_field_is_validated_with_its_name():
                allow_vocab_mismatch=None, batch_size=0, device="gpu0", progress="no", prefix=[[1, 2], [3]],
                template="abc", prompt=5, chat_template="yes", gen_length=0, block_length=-1, unmasking="low",
                threshold=1.5, entropy_bound=-1.0, top_k=0, top_p=0.0, min_p=2.0, cfg_scale=-1.0, eos_id=-2,
-               logits_shift="x")
+               logits_shift="x", particles=0, poe_weight=1.5, selection="best", verify_window=0, lookahead=0)
     assert set(bad) == {f.name for f in dataclasses.fields(SampleConfig)}  # a new field needs a case here
     for name, value in bad.items():
         with pytest.raises(ValueError, match=f"SampleConfig.{name}"):

@@ -401,3 +401,18 @@ def test_text_prompts_with_a_chat_template_give_the_generation_as_text(instruct_
             assert (gen[first:] == 4).all()
         words = out.text[i].split()
         assert all(w.startswith("w") for w in words) and len(words) <= 8  # generation only, specials stripped
+
+
+def test_causal_lm_conditionals_and_speculative_decoding_by_path(paths):
+    energy = edlm_engine.CausalLMEnergy(paths["gpt2"])
+    x = torch.randint(1, VOCAB, (3, 7))
+    x[1, 0] = 0  # starts with BOS: position 0 is given
+    lp = energy.log_probs(x)
+    assert lp.shape == (3, 7, VOCAB) and torch.allclose(lp.exp().sum(-1), torch.ones(3, 7, dtype=torch.float64))
+    gathered = lp.gather(-1, x[..., None]).squeeze(-1)
+    assert torch.allclose(gathered[1, 0], torch.tensor(0.0, dtype=torch.float64))
+    assert torch.allclose(gathered.sum(1), energy.log_prob(x), rtol=1e-5)
+    out = edlm_engine.sample(paths["bert"], paths["gpt2"], n=3, seq_len=10, sampler="speculative", mask_id=MASK,
+                             verify_window=4, seed=1)
+    assert out.tokens.shape == (3, 10) and not (out.tokens == MASK).any()
+    assert out.stats["denoiser_calls_per_sequence"] <= 10
