@@ -288,7 +288,23 @@ class LogLikelihoodEnergy(Energy):
         return -self.log_prob(x0).double() + log_q.double()
 
 
-class AREnergy(Energy):
+class _AutoregressiveEnergy(Energy):
+    """What the autoregressive energies share: ``E = -log p_AR(x0) + log q(x0 | x_t)`` over every position, or
+    (``positions="masked"``) over those masked in ``x_t``.  Subclasses give ``log_prob(x0, weights)``."""
+
+    positions = "all"
+    mask_id: Optional[int] = None  # set by the sampler; needed for positions="masked"
+
+    def energy(self, x0, x_t, log_q):
+        weights = None
+        if self.positions == "masked":
+            if self.mask_id is None:
+                raise ValueError("energy_positions='masked' needs the denoiser's mask id (set energy.mask_id)")
+            weights = x_t == self.mask_id
+        return -self.log_prob(x0, weights) + log_q.double()
+
+
+class AREnergy(_AutoregressiveEnergy):
     """An autoregressive model given by its aligned conditionals: ``fn(x [N, L]) -> [N, L, V]``, entry
     ``[n, j, v]`` being ``log p(x_j = v | x_<j)`` (the first position conditioned on nothing).
 
@@ -341,16 +357,8 @@ class AREnergy(Energy):
         lp = self.log_probs(x0).gather(-1, x0[..., None].to(torch.int64)).squeeze(-1).double()
         return (lp if weights is None else lp * weights.double()).sum(1)
 
-    def energy(self, x0, x_t, log_q):
-        weights = None
-        if self.positions == "masked":
-            if self.mask_id is None:
-                raise ValueError("energy_positions='masked' needs the denoiser's mask id (set energy.mask_id)")
-            weights = x_t == self.mask_id
-        return -self.log_prob(x0, weights) + log_q.double()
 
-
-class CausalLMEnergy(Energy):
+class CausalLMEnergy(_AutoregressiveEnergy):
     """EDLM-AR energy from a HuggingFace causal LM, scored without materializing its full logits.
 
     ``E = -log p_AR(x0) + log q(x0 | x_t)``, where ``log p_AR`` comes from the model's last hidden state
@@ -450,14 +458,6 @@ class CausalLMEnergy(Energy):
         parts = [self._log_p(x0[i : i + step], None if weights is None else weights[i : i + step])
                  for i in range(0, x0.shape[0], step)]
         return torch.cat(parts).to(x0.device)
-
-    def energy(self, x0, x_t, log_q):
-        weights = None
-        if self.positions == "masked":
-            if self.mask_id is None:
-                raise ValueError("energy_positions='masked' needs the denoiser's mask id (set energy.mask_id)")
-            weights = x_t == self.mask_id
-        return -self.log_prob(x0, weights) + log_q.double()
 
 
 def as_energy(energy, *, positions: Optional[str] = None, trust_remote_code: bool = False, device=None, dtype=None):

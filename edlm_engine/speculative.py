@@ -60,7 +60,7 @@ class SpeculativeSampler(Sampler):
             raise ValueError("sampler='speculative' decodes left to right by itself: leave block_length unset")
 
     def run(self, x, first, bar):
-        state, cfg, K = self.state, self.cfg, self.cfg.particles
+        state, K = self.state, self.cfg.particles
         B, L = x.shape
         rows = x.repeat_interleave(K, 0)  # row b * K + k: particle k of sequence b
         chain = _Chains(rows.shape[0], state.layout.gen_start, rows.device, first)

@@ -136,7 +136,7 @@ def test_each_rule_commits_the_positions_it_should():
 
 
 def test_threshold_commits_every_confident_position_in_one_step():
-    V, mask = 4, 3
+    mask = 3
     sure = torch.tensor([5.0, 0.0, 0.0, float("-inf")])  # p_draw about 0.99
     unsure = torch.tensor([0.0, 0.0, 0.0, float("-inf")])
     calls = []
@@ -153,7 +153,7 @@ def test_threshold_commits_every_confident_position_in_one_step():
 
 
 def test_eos_finishes_a_sequence_and_later_blocks_cost_nothing():
-    V, mask, eos = 6, 5, 1
+    mask, eos = 5, 1
     logits = torch.tensor([0.0, 8.0, 0.0, 0.0, 0.0, float("-inf")])
     den = _fixed_denoiser(logits, mask)
     out = edlm_engine.sample(den, n=2, prompt=[0, 2], gen_length=6, block_length=2, steps=6, eos_id=eos,

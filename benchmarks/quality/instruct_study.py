@@ -103,7 +103,7 @@ def _print(row):
 
 def write(res):
     (HERE / "instruct_results.json").write_text(json.dumps(res, indent=1))
-    lines = [f"# Instruct decoding on the English-like oracle (`python benchmarks/quality/instruct_study.py`)", "",
+    lines = ["# Instruct decoding on the English-like oracle (`python benchmarks/quality/instruct_study.py`)", "",
              f"Prompt ({len(res['prompt'])} tokens): \"{res['prompt_text']}\"; setting {res['setting']}.", "",
              "| configuration | steps | steps per sequence | pair-TV | gen NLL / token | unigram entropy (bits) |",
              "|---|---|---|---|---|---|"]
