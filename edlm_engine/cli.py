@@ -172,7 +172,7 @@ def _load_models(args, cfg: SampleConfig):
 
         lang = HMMLanguage.english()
         model, decode = lang.denoiser(), lang.decode
-        energy = lang.energy() if args.energy == "oracle" else energy
+        energy = lang.ar_energy() if args.energy == "oracle" else energy  # exact for EDLM; speculative verifies with it
     for flag, name in (("--model", model), ("--energy", energy)):
         if isinstance(name, str):
             try:
