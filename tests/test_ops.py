@@ -149,6 +149,8 @@ def test_thread_count_does_not_change_draws():
                     ops.categorical(logits, 4, seed=1)[0],
                     ops.sample_masked(logits.reshape(4, 16, 5000), x_t, 4999, 0.5, seed=1),
                     ops.sample_candidates(logits.reshape(4, 16, 5000), x_t, 4999, 3, seed=1)[0],
+                    *ops.sample_scored(logits.reshape(4, 16, 5000), x_t, 4999, seed=1, top_k=40, top_p=0.9),
+                    ops.categorical(logits, 4, seed=1, top_p=0.5, min_p=0.01)[0],
                 )
             )
     finally:
