@@ -74,14 +74,17 @@ inline void check_same_device(const at::Tensor& a, const at::Tensor& b, const ch
 }
 
 // x_t: int64 [B, L] matching logits [B, L, V]; mask_id within [0, V).
-inline void check_masked_inputs(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id, const char* op) {
+// allow_none: mask_id -1 means "no mask": every position is drawn and no id is excluded (sample_scored only).
+inline void check_masked_inputs(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id, const char* op,
+                                bool allow_none = false) {
   check_logits(logits, 3, op);
   check_same_device(logits, x_t, "logits", "x_t", op);
   TORCH_CHECK_TYPE(x_t.scalar_type() == at::kLong, op, ": x_t must be int64, got ", x_t.scalar_type());
   TORCH_CHECK_VALUE(x_t.dim() == 2 && x_t.size(0) == logits.size(0) && x_t.size(1) == logits.size(1), op,
                     ": x_t must have shape [B, L] = ", logits.sizes().slice(0, 2), ", got ", x_t.sizes());
-  TORCH_CHECK_VALUE(mask_id >= 0 && mask_id < logits.size(-1), op, ": mask_id must be in [0, V) = [0, ",
-                    logits.size(-1), "), got ", mask_id);
+  TORCH_CHECK_VALUE((mask_id >= 0 || (allow_none && mask_id == -1)) && mask_id < logits.size(-1), op,
+                    ": mask_id must be in [0, V) = [0, ", logits.size(-1), ")", allow_none ? " or -1 (none)" : "",
+                    ", got ", mask_id);
 }
 
 template <typename T>
@@ -244,7 +247,7 @@ inline ScoredArgs prepare_sample_scored(const at::Tensor& logits, const at::Tens
                                        int64_t offset, double temperature, int64_t top_k, double top_p, double min_p,
                                        int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_scored";
-  check_masked_inputs(logits, x_t, mask_id, op);
+  check_masked_inputs(logits, x_t, mask_id, op, /*allow_none=*/true);
   ScoredArgs a{draw_args(temperature, "fp64", seed, offset, row_offset, logits.size(0) * logits.size(1), 1,
                          logits.size(2), top_k, top_p, min_p, op)};
   a.x_t = x_t.contiguous();

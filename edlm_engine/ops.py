@@ -203,7 +203,7 @@ def _p_unmask_tensor(p_unmask, B: int, device) -> torch.Tensor:
     return p  # values outside [0, 1] are refused natively, in one check shared with direct op calls
 
 
-def _check_masked(logits, x_t, mask_id) -> None:
+def _check_masked(logits, x_t, mask_id, allow_none=False) -> None:
     _check_logits(logits)
     if not isinstance(x_t, torch.Tensor) or x_t.dtype != torch.int64:
         raise TypeError("x_t must be an int64 Tensor [B, L]")
@@ -213,7 +213,8 @@ def _check_masked(logits, x_t, mask_id) -> None:
         )
     if x_t.device != logits.device:
         raise ValueError(f"x_t and logits must be on the same device, got {x_t.device} and {logits.device}")
-    _check_int("mask_id", mask_id, 0, logits.shape[-1])
+    if not (allow_none and mask_id == -1):
+        _check_int("mask_id", mask_id, 0, logits.shape[-1])
 
 
 def sample_masked(
@@ -358,6 +359,8 @@ def sample_scored(
         place).
     x_t : int64 Tensor [B, L]
     mask_id : int
+        Positions of ``x_t`` holding it are drawn (it never is); -1 draws every position and excludes no id (a
+        uniform-noise canvas, as DiffusionGemma's, has no mask).
     seed, offset, temperature, row_offset
         As in :func:`categorical`; the draw of row ``b * L + l`` is draw 0 of that row, as in
         :func:`categorical`.
@@ -379,7 +382,7 @@ def sample_scored(
     >>> tokens.item(), [round(v, 3) for v in scores[:3, 0, 0].tolist()]
     (0, [0.5, 0.5, 0.3])
     """
-    _check_masked(logits, x_t, mask_id)
+    _check_masked(logits, x_t, mask_id, allow_none=True)
     seed, offset, temperature, _, row_offset = _check_common(seed, offset, temperature, "fp64", row_offset)
     filters = _check_filters(top_k, top_p, min_p)
     return _ops.sample_scored(logits, x_t, mask_id, seed, offset, temperature, *filters, row_offset)

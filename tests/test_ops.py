@@ -471,8 +471,10 @@ def test_cpu_and_cuda_give_identical_tokens(dtype, V):
     for filters in (dict(top_k=5), dict(top_p=0.7), dict(min_p=0.1), dict(top_k=50, top_p=0.9, min_p=0.01)):
         for temperature in (1.0, 0.0):
             kw = dict(seed=5, offset=2, temperature=temperature, **filters)
-            c, g = ops.sample_scored(logits, x_t, 0, **kw), ops.sample_scored(logits.cuda(), x_t.cuda(), 0, **kw)
-            assert torch.equal(c[0], g[0].cpu()) and torch.equal(c[1], g[1].cpu())  # scores to the bit
+            for mask in (0, -1):  # -1: every position drawn, nothing excluded
+                c = ops.sample_scored(logits, x_t, mask, **kw)
+                g = ops.sample_scored(logits.cuda(), x_t.cuda(), mask, **kw)
+                assert torch.equal(c[0], g[0].cpu()) and torch.equal(c[1], g[1].cpu())  # scores to the bit
             assert torch.equal(ops.sample_masked(logits, x_t, 0, 0.5, **kw),
                                ops.sample_masked(logits.cuda(), x_t.cuda(), 0, 0.5, **kw).cpu())
             c, g = ops.sample_candidates(logits, x_t, 0, k, **kw), ops.sample_candidates(logits.cuda(), x_t.cuda(), 0,

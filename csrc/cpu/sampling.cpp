@@ -421,8 +421,9 @@ Status sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs
     for (int64_t r = 0; r < rows; ++r) {
       RowScores out = unread_scores();
       tokens[r] = x_t[r];
-      if (x_t[r] == mask_id) {
-        const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
+      if (mask_id < 0 || x_t[r] == mask_id) {  // mask_id -1: every position is drawn, nothing excluded
+        const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
+                             mask_id < 0 ? nullptr : excl, mask_id < 0 ? 0 : 1};
         sc_all.add(score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out), r);
       }
       const double vals[kNumScores] = {out.p_draw, out.p_top1, out.p_top2, out.entropy};

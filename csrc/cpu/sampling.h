@@ -25,7 +25,8 @@ template <typename T>
 Status sample_candidates(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, int64_t k, RngArgs rng,
                          double temperature, const FilterArgs& f, Precision precision, int64_t* x0, double* log_q);
 
-// One draw per masked position of x_t with the scores of its filtered distribution (filter.h): tokens [B, L]
+// One draw per masked position of x_t (every position when mask_id is -1, nothing excluded then) with the scores of
+// its filtered distribution (filter.h): tokens [B, L]
 // (other positions copied), scores [4, B, L] = p_draw, p_top1, p_top2, entropy (0, 0, 0, +inf where not masked).
 template <typename T>
 Status sample_scored(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,

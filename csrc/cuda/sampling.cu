@@ -158,7 +158,7 @@ __device__ bool settle_without_reading(const Logits3<T>& lg, const RowJob& job, 
     return true;
   }
   const int64_t xt = job.x_t[r];
-  if (xt != job.mask_id) {
+  if (xt != job.mask_id && job.mask_id >= 0) {  // sample_scored's mask_id -1: every position is drawn
     if (lead) {
       if (M == Mode::kCandidates)
         for (int64_t j = 0; j < job.num_samples; ++j) job.tokens[j * rows + r] = xt;
@@ -392,8 +392,9 @@ __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng,
   // The mask id is never a draw of the masked-diffusion ops; categorical takes the caller's list.
   const int64_t mask_excl = job.mask_id;
   const bool own_excl = M != Mode::kCategorical;
+  const bool no_mask = own_excl && job.mask_id < 0;
   RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
-                 own_excl ? &mask_excl : excl, own_excl ? 1 : n_excl};
+                 no_mask ? nullptr : own_excl ? &mask_excl : excl, no_mask ? 0 : own_excl ? 1 : n_excl};
   if (threadIdx.x == 0) sh.fault_bits = 0;
   __syncthreads();
   // Temperature 0 is the argmax, which every filter keeps; only the scored op still needs the distribution.
