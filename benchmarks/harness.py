@@ -180,8 +180,14 @@ def measure_candidates_peak(provider: str, shape, k: int, device="cpu") -> dict:
 
 def candidates_peak_subprocess(provider: str, shape, k: int, device="cpu", timeout=600) -> dict:
     """Run :func:`measure_candidates_peak` in a fresh Python process and return its result."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--provider", provider, "--k", str(k)]
-    cmd += ["--device", str(device), "--shape", *map(str, shape)]
+    return fresh_process(Path(__file__).resolve(), "--provider", provider, "--k", str(k), "--device", str(device),
+                         "--shape", *map(str, shape), timeout=timeout)
+
+
+def fresh_process(script, *args, timeout=900) -> dict:
+    """Run a benchmark script in a fresh Python process (an honest CPU peak memory) and return the JSON object of
+    its last output line."""
+    cmd = [sys.executable, str(script), *args]
     env = dict(os.environ)
     # Import edlm_engine from the same checkout as the parent, not whatever is installed.
     import edlm_engine
@@ -190,7 +196,7 @@ def candidates_peak_subprocess(provider: str, shape, k: int, device="cpu", timeo
     env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, str(HERE), env.get("PYTHONPATH")) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"peak-memory subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise RuntimeError(f"{Path(script).name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

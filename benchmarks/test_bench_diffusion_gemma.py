@@ -1,14 +1,14 @@
 """One DiffusionGemma denoising step's sampling at V = 262144, native against the engine (diffusion_gemma_step.py),
 and the distribution check of both samplers on a long-tailed row at the step's temperature."""
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from harness import fresh_process
 
 HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:
@@ -17,9 +17,7 @@ pytest.importorskip("transformers.models.diffusion_gemma")
 
 
 def _run(provider):
-    out = subprocess.run([sys.executable, str(HERE / "diffusion_gemma_step.py"), "--provider", provider], check=True,
-                         capture_output=True, text=True, timeout=900)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_process(HERE / "diffusion_gemma_step.py", "--provider", provider)
 
 
 @pytest.mark.ratio

@@ -1,14 +1,11 @@
 """End-to-end benchmark of EDLM sampling (see e2e.py for the setting)."""
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from e2e import build_models, run_ours, run_reference
-from harness import best_of_interleaved
+from harness import best_of_interleaved, fresh_process
 
 HERE = Path(__file__).resolve().parent
 
@@ -19,9 +16,7 @@ def models():
 
 
 def _peak(provider):
-    out = subprocess.run([sys.executable, str(HERE / "e2e.py"), "--provider", provider], check=True,
-                         capture_output=True, text=True, timeout=900)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_process(HERE / "e2e.py", "--provider", provider)
 
 
 @pytest.mark.ratio

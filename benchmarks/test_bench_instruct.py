@@ -4,20 +4,17 @@ Each provider runs in a fresh process (python benchmarks/instruct.py --provider 
 warm-up and measures its peak extra memory; the ratio test asserts the instruct-decoding issue's bars.
 """
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from harness import fresh_process
 
 HERE = Path(__file__).resolve().parent
 
 
 def _run(provider, device):
-    out = subprocess.run([sys.executable, str(HERE / "instruct.py"), "--provider", provider, "--device", device],
-                         check=True, capture_output=True, text=True, timeout=1200)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_process(HERE / "instruct.py", "--provider", provider, "--device", device, timeout=1200)
 
 
 @pytest.mark.ratio

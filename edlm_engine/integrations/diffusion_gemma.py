@@ -24,7 +24,7 @@ import torch
 
 from .. import ops
 
-__all__ = ["apply", "remove", "EngineEntropyBoundSampler"]
+__all__ = ["apply", "remove"]
 
 _PATCHED = ("generate", "_denoising_step", "_prepare_sampler")
 _STRIDE = 4
