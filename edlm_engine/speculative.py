@@ -84,10 +84,10 @@ class SpeculativeSampler(Sampler):
         pos = pos.clamp(max=L - 1)
         ar = torch.arange(N, device=rows.device)[:, None]
         out_pos = pos - 1 if state.shift else pos  # a shifted denoiser's output i predicts position i + 1
-        logits = self.denoise(rows, chain)[ar, out_pos].float()  # float32, as the draft kernel reads it
+        logits = self.denoise(rows, chain)[ar, out_pos].float()  # float32: the draft kernel reads these values
         d_log = torch.log_softmax(logits.double(), -1)
         d_log[..., state.mask_id] = float("-inf")
-        drafts, log_q = self.draft(d_log[:, :W], row0)
+        drafts, log_q = self.draft(logits[:, :W], row0)
         verified = rows.clone()
         verified[ar[:, :W].expand(N, W)[valid[:, :W]], pos[:, :W][valid[:, :W]]] = drafts[valid[:, :W]]
         a_log = self.ar_log_probs(verified, d_log.shape[-1])[ar, pos]
@@ -116,10 +116,10 @@ class SpeculativeSampler(Sampler):
         hidden = None if self.cfg.lookahead is None else chain.c + self.cfg.lookahead
         return state.denoise(rows, t, chain.first, particles=K, hide_from=hidden)
 
-    def draft(self, d_log, row0):
+    def draft(self, logits, row0):
         """y_j ~ q_j = softmax(l_D / T) (mask excluded) for each window position, with log q_j(y_j)."""
-        N, W, V = d_log.shape
-        tokens, logp = ops.categorical(d_log.reshape(N * W, V).float(), 1, seed=self.cfg.seed,
+        N, W, V = logits.shape
+        tokens, logp = ops.categorical(logits.reshape(N * W, V), 1, seed=self.cfg.seed,
                                        offset=self._offset(self.DRAFT), temperature=self.cfg.temperature,
                                        exclude=self.state.mask_id, row_offset=row0 * W)
         return tokens.view(N, W), logp.view(N, W)
