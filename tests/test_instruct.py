@@ -247,3 +247,14 @@ def test_cli_prompts_from_the_command_line_and_a_file(tmp_path):
     assert [json.loads(line)["tokens"] for line in open(again)] == [r["tokens"] for r in rows]
     assert cli.main(["sample", "--model", "oracle", "-n", "1", "--prompt", "the cat", "--out",
                      str(tmp_path / "t.jsonl"), "--quiet"]) == 1  # text needs a tokenizer: one line, exit 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_instruct_decoding_gives_the_same_tokens_on_cpu_and_cuda(chain):
+    for kw in (dict(unmasking="random"), dict(unmasking="confidence", block_length=3),
+               dict(unmasking="entropy", entropy_bound=0.5), dict(unmasking="margin", top_k=3, top_p=0.9),
+               dict(sampler="first_hitting", block_length=3)):
+        cpu = edlm_engine.sample(chain.denoiser(), n=64, prompt=PROMPT, gen_length=6, steps=6, seed=7, **kw)
+        gpu = edlm_engine.sample(chain.denoiser(), n=64, prompt=PROMPT, gen_length=6, steps=6, seed=7, device="cuda",
+                                 **kw)
+        assert torch.equal(cpu.tokens, gpu.tokens.cpu()), kw
