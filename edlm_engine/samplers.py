@@ -120,8 +120,9 @@ class SamplingRun:
             unconditional = self._call(torch.where(prompt, self.mask_id, x), t, attention)
             if 0 in logits.stride():
                 logits = logits.contiguous()
-            impossible = torch.isneginf(logits) & torch.isneginf(unconditional)  # -inf - -inf would be NaN
-            logits.sub_(unconditional).mul_(scale + 1.0).add_(unconditional).masked_fill_(impossible, float("-inf"))
+            for c, u in zip(logits, unconditional):  # one sequence at a time: the mask below is [L, V], not [B, L, V]
+                impossible = torch.isneginf(c) & torch.isneginf(u)  # -inf - -inf would be NaN
+                c.sub_(u).mul_(scale + 1.0).add_(u).masked_fill_(impossible, float("-inf"))
         return logits
 
     def _call(self, x, t, attention):
@@ -151,8 +152,6 @@ class SamplingRun:
             return x, False
         start = self.layout.gen_start
         is_eos = x[:, start:hi] == self.eos_id
-        if not bool(is_eos.any()):
-            return x, False
         first_eos = torch.where(is_eos.any(1), is_eos.long().argmax(1) + start, self.seq_len)
         after = torch.arange(self.seq_len, device=x.device)[None] > first_eos[:, None]
         return torch.where(after, self.eos_id, x), bool((first_eos < self.seq_len).all())
@@ -311,15 +310,18 @@ class AncestralSampler(Sampler):
         by_schedule = cfg.threshold is None and cfg.entropy_bound is None
         n_steps = state.steps_per_block if by_schedule else W
         counts = commit_schedule((x[:, lo:hi] == state.mask_id).sum(1), n_steps)
+        # the schedule says up front which steps commit anything (one read-back per block); the other rules learn
+        # when the block is done from the tokens, once per step
+        commits = (counts > 0).any(0).tolist() if by_schedule else None
         start = self.step
         for i in range(n_steps):
             self.step = start + i
+            if by_schedule and not commits[i]:
+                continue  # more steps than tokens, or the block is done: nothing commits here
             masked = x[:, lo:hi] == state.mask_id
-            if not bool(masked.any()):
+            if not by_schedule and not bool(masked.any()):
                 break
             bar.update(1)
-            if by_schedule and not bool((counts[:, i] > 0).any()):
-                continue  # more steps than tokens: nothing commits here
             state.count_step(first, masked.any(1))
             t = masked.sum(1).double() / W  # the block's masked fraction, for time-conditioned denoisers
             logits = state.denoise(x, t, first)

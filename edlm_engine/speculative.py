@@ -90,7 +90,7 @@ class SpeculativeSampler(Sampler):
         drafts, log_q = self.draft(logits[:, :W], row0)
         verified = rows.clone()
         verified[ar[:, :W].expand(N, W)[valid[:, :W]], pos[:, :W][valid[:, :W]]] = drafts[valid[:, :W]]
-        a_log = self.ar_log_probs(verified, d_log.shape[-1])[ar, pos]
+        a_log = self.ar_log_probs(verified, pos, d_log.shape[-1])
         target = self.target(d_log, a_log)
         log_pi = target[:, :W].gather(-1, drafts[..., None]).squeeze(-1)
         u = ops.uniform((N, W), seed=cfg.seed, offset=self._offset(self.ACCEPT), row_offset=row0 * W,
@@ -124,9 +124,10 @@ class SpeculativeSampler(Sampler):
                                        exclude=self.state.mask_id, row_offset=row0 * W)
         return tokens.view(N, W), logp.view(N, W)
 
-    def ar_log_probs(self, rows, V):
-        """The energy's aligned conditionals, widened with -inf to the denoiser's V ids."""
-        lp = self.state.energy.log_probs(rows).to(rows.device).double()
+    def ar_log_probs(self, rows, pos, V):
+        """The energy's conditionals at the window's positions, widened with -inf to the denoiser's V ids."""
+        lp = self.state.energy.log_probs(rows)
+        lp = lp[torch.arange(rows.shape[0], device=lp.device)[:, None], pos.to(lp.device)].to(rows.device).double()
         if lp.shape[-1] < V:
             lp = torch.cat([lp, lp.new_full((*lp.shape[:2], V - lp.shape[-1]), float("-inf"))], -1)
         return lp[..., :V]
@@ -152,8 +153,8 @@ class SpeculativeSampler(Sampler):
         totals["sequences"] += B
         totals["calls"] += int(chain.rounds.view(B, K).max(1).values.sum())
         totals["ar_tokens"] += int(chain.ar_tokens.sum())
-        totals["accepted"] += chain.accepted
-        totals["drafted"] += chain.drafted
+        totals["accepted"] += int(chain.accepted)
+        totals["drafted"] += int(chain.drafted)
 
     def select(self, chain, B, K, first):
         """One particle per sequence: importance resampling on log p_AR - log pi, or the released argmax rule."""
@@ -179,7 +180,8 @@ class _Chains:
         self.emitted = torch.zeros(N, dtype=torch.int64, device=device)
         self.rounds = torch.zeros(N, dtype=torch.int64, device=device)
         self.ar_tokens = torch.zeros(N, dtype=torch.int64, device=device)
-        self.accepted = self.drafted = 0
+        self.accepted = torch.zeros((), dtype=torch.int64, device=device)  # read back once, at the end
+        self.drafted = torch.zeros((), dtype=torch.int64, device=device)
 
     def commit(self, rows, drafts, fix, n_acc, pos, valid, logs, state):
         """Write the accepted drafts and the fixing token of each unfinished row; update weights and counters."""
@@ -198,8 +200,8 @@ class _Chains:
         self.emitted += emit.sum(1)
         self.rounds += live.long()
         self.ar_tokens += torch.where(live, self.c + W, 0)
-        self.accepted += int((emit[:, :W] & (j[:, :W] < n_acc[:, None])).sum())
-        self.drafted += int((live[:, None] & valid[:, :W]).sum())
+        self.accepted += (emit[:, :W] & (j[:, :W] < n_acc[:, None])).sum()
+        self.drafted += (live[:, None] & valid[:, :W]).sum()
         self.c = torch.where(live, self.c + emit.sum(1), self.c)
         self.done = self.c >= rows.shape[1]
         if state.eos_id is not None:
@@ -211,8 +213,6 @@ class _Chains:
 def _end_at_eos(rows, tokens, emit, eos_id, start):
     """Rows that emitted eos_id hold it at every later position and are finished."""
     ended = (emit & (tokens == eos_id)).any(1)
-    if not bool(ended.any()):
-        return rows, ended
     is_eos = (rows == eos_id) & (torch.arange(rows.shape[1], device=rows.device)[None] >= start)
     first = torch.where(is_eos.any(1), is_eos.long().argmax(1), rows.shape[1])
     after = torch.arange(rows.shape[1], device=rows.device)[None] > first[:, None]
