@@ -151,10 +151,12 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         groups[f.metadata["group"]].add_argument("--" + f.name.replace("_", "-"), **spec, **kw)
 
 
-def config_from_args(args: argparse.Namespace) -> SampleConfig:
-    """The SampleConfig the flags describe; a bad value is a CliError naming the flag."""
+def config_from_args(args: argparse.Namespace, **changes) -> SampleConfig:
+    """The SampleConfig the flags describe (with ``changes``); a bad value is a CliError naming the flag."""
+    values = {f.name: getattr(args, f.name) for f in fields(SampleConfig)}
+    values.update(changes)
     try:
-        return SampleConfig(**{f.name: getattr(args, f.name) for f in fields(SampleConfig)})
+        return SampleConfig(**values)
     except ValueError as e:
         raise CliError(re.sub(r"SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
 
@@ -234,13 +236,6 @@ def _check_out(path: str, resume: bool) -> bool:
     return exists
 
 
-def _with(cfg: SampleConfig, **changes) -> SampleConfig:
-    try:
-        return cfg.replace(**changes)
-    except ValueError as e:
-        raise CliError(re.sub(r"SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))) from None
-
-
 def read_prompts(path: str) -> list:
     """The prompts of a file: one per line as text, or JSONL lines holding a string, token ids or {"prompt": ...}."""
     import json
@@ -294,11 +289,12 @@ def sample_cmd(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise CliError(f"-n must be >= 1, got {args.n}")
-    cfg = config_from_args(args)
+    changes = {}
     if args.prompt_file:
-        if cfg.prompt is not None:
+        if args.prompt is not None:
             raise CliError("give prompts with --prompt or with --prompt-file, not both")
-        cfg = _with(cfg, prompt=read_prompts(args.prompt_file))
+        changes["prompt"] = read_prompts(args.prompt_file)
+    cfg = config_from_args(args, **changes)
     record = dict(model=args.model, energy=args.energy, settings=cfg.to_dict())
     world, rank, cfg = _distributed(cfg)
     # Under torchrun each rank writes its own shard for a contiguous index range; rank 0 merges at the end.

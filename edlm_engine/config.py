@@ -180,8 +180,8 @@ class SampleConfig:
         if self.prompt is not None and (self.prefix is not None or self.template is not None or self.seq_len):
             raise ValueError("SampleConfig.prompt sets the sequence (prompt, then gen_length tokens): leave prefix, "
                              "template and seq_len unset")
-        if self.template is not None and self.seq_len is not None and len(_last_row(self.template)) != self.seq_len:
-            raise ValueError(f"SampleConfig.template has length {len(_last_row(self.template))} but seq_len is "
+        if self.template is not None and self.seq_len is not None and len(first_row(self.template)) != self.seq_len:
+            raise ValueError(f"SampleConfig.template has length {len(first_row(self.template))} but seq_len is "
                              f"{self.seq_len}")
 
     def replace(self, **overrides) -> "SampleConfig":
@@ -219,7 +219,8 @@ def _jsonable(value):
     return value
 
 
-def _last_row(rows):
+def first_row(rows):
+    """The first row of token ids given as one row or as one row per sequence."""
     return rows[0] if rows and isinstance(rows[0], list) else rows
 
 

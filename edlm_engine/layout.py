@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import torch
 
-from .config import SampleConfig
+from .config import SampleConfig, first_row
 from .models import CausalLMEnergy, Denoiser
 from .samplers import Layout
 
@@ -26,7 +26,7 @@ def build_layout(denoiser: Denoiser, energy, cfg: SampleConfig, n: int, device) 
     if cfg.prompt is not None:
         x, attention, prompt_mask, start = _prompted(denoiser, cfg, n)
     else:
-        x, start = _unprompted(denoiser, cfg, n), len(_one_row(cfg.prefix)) if cfg.prefix is not None else 0
+        x, start = _unprompted(denoiser, cfg, n), len(first_row(cfg.prefix)) if cfg.prefix is not None else 0
         attention = prompt_mask = None
     _check_length(denoiser, energy, x.shape[1])
     to = (lambda t: None if t is None else t.to(device))
@@ -40,10 +40,6 @@ def end_of_sequence(denoiser: Denoiser, cfg: SampleConfig) -> Optional[int]:
     if cfg.prompt is None or denoiser.tokenizer is None:
         return None
     return getattr(denoiser.tokenizer, "eos_token_id", None)
-
-
-def _one_row(rows):
-    return rows[0] if rows and isinstance(rows[0], list) else rows
 
 
 def _rows(name: str, rows, n: int, denoiser: Denoiser) -> torch.Tensor:
@@ -102,6 +98,7 @@ def _prompted(denoiser: Denoiser, cfg: SampleConfig, n: int):
     rows = _prompt_rows(denoiser, cfg)
     if any(len(r) == 0 for r in rows):
         raise ValueError("prompt holds an empty prompt: give at least one token")
+    rows = [_rows("prompt", r, 1, denoiser)[0] for r in rows]  # checked once per prompt, not per sample
     longest = max(len(r) for r in rows)
     L = longest + (cfg.gen_length or DEFAULT_GEN_LENGTH)
     x = torch.full((n, L), denoiser.mask_id, dtype=torch.int64)
@@ -111,7 +108,7 @@ def _prompted(denoiser: Denoiser, cfg: SampleConfig, n: int):
         row = rows[(cfg.first_index + i) % len(rows)]
         pad = longest - len(row)
         x[i, :pad] = _pad_id(denoiser)
-        x[i, pad:longest] = _rows("prompt", row, 1, denoiser)[0]
+        x[i, pad:longest] = row
         attention[i, :pad] = False
         prompt_mask[i, pad:longest] = True
     return x, (None if bool(attention.all()) else attention), prompt_mask, longest
