@@ -3,8 +3,8 @@
 B = 4, canvas 32, float32 logits at the step's temperature.  Native (transformers 5.24,
 ``DiffusionGemmaGenerationMixin._denoising_step`` and ``EntropyBoundSampler``): a float32 softmax copy,
 ``torch.multinomial``, an argmax, ``Categorical(logits).entropy()`` and a sort for the entropy-bound acceptance,
-then the renoising.  Engine (``integrations.diffusion_gemma``): ``ops.sample_scored`` (draw and entropy from one
-pass, ``mask_id=-1``), an argmax, the same acceptance rule on those entropies, the renoising from the Philox
+then the renoising.  Engine (``integrations.diffusion_gemma``): ``ops.sample_scored`` (draw, entropy and argmax from
+one pass, ``mask_id=-1``), the same acceptance rule on those entropies, the renoising from the Philox
 stream.  As a script it measures one provider in a fresh process and prints a JSON line::
 
     python benchmarks/diffusion_gemma_step.py --provider native|engine
@@ -55,9 +55,8 @@ def engine_step(processed, current):
     engine = diffusion_gemma._Engine(seed=0, first_index=0)
     sampler = diffusion_gemma._sampler_class()(EntropyBoundSamplerConfig(entropy_bound=BOUND), CANVAS, V, 48)
     sampler.bind(engine)
-    drawn, scores = ops.sample_scored(processed, torch.zeros_like(current), -1, seed=0)
+    drawn, scores, argmax = ops.sample_scored(processed, torch.zeros_like(current), -1, seed=0)
     engine.entropy = scores[3].float()
-    argmax = processed.argmax(-1)
     accepted = sampler.accept_canvas(current, drawn, processed, 1)
     return sampler.renoise_canvas(accepted, 1), argmax
 

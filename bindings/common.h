@@ -240,7 +240,7 @@ inline CandidateArgs prepare_sample_candidates(const at::Tensor& logits, const a
 }
 
 struct ScoredArgs : DrawArgs {
-  at::Tensor x_t, tokens, scores;
+  at::Tensor x_t, tokens, scores, argmax;
 };
 
 inline ScoredArgs prepare_sample_scored(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id, int64_t seed,
@@ -253,6 +253,7 @@ inline ScoredArgs prepare_sample_scored(const at::Tensor& logits, const at::Tens
   a.x_t = x_t.contiguous();
   a.tokens = at::empty_like(a.x_t);
   a.scores = at::empty({kNumScores, logits.size(0), logits.size(1)}, x_t.options().dtype(at::kDouble));
+  a.argmax = at::empty_like(a.x_t);
   return a;
 }
 

@@ -58,16 +58,17 @@ std::tuple<at::Tensor, at::Tensor> sample_candidates_cpu(const at::Tensor& logit
   return {a.x0, a.log_q};
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_scored_cpu(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_scored_cpu(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                                                      int64_t seed, int64_t offset, double temperature, int64_t top_k,
                                                      double top_p, double min_p, int64_t row_offset) {
   auto a = prepare_sample_scored(logits, x_t, mask_id, seed, offset, temperature, top_k, top_p, min_p, row_offset);
   const Status s = EDLM_DISPATCH_LOGITS(logits.scalar_type(), "edlm_engine.ops.sample_scored", [&] {
     return cpu::sample_scored(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, a.rng, temperature,
-                              a.filter, a.tokens.mutable_data_ptr<int64_t>(), a.scores.mutable_data_ptr<double>());
+                              a.filter, a.tokens.mutable_data_ptr<int64_t>(), a.scores.mutable_data_ptr<double>(),
+                              a.argmax.mutable_data_ptr<int64_t>());
   });
   raise_status(s, "edlm_engine.ops.sample_scored", "logits", logits.size(1), logits.size(2));
-  return {a.tokens, a.scores};
+  return {a.tokens, a.scores, a.argmax};
 }
 
 std::tuple<at::Tensor, at::Tensor> importance_resample_cpu(const at::Tensor& energies, int64_t seed, int64_t offset,
@@ -129,7 +130,7 @@ TORCH_LIBRARY(edlm_engine, m) {
       "str precision, int top_k, float top_p, float min_p, int row_offset) -> (Tensor, Tensor)");
   m.def(
       "sample_scored(Tensor logits, Tensor x_t, int mask_id, int seed, int offset, float temperature, int top_k, "
-      "float top_p, float min_p, int row_offset) -> (Tensor, Tensor)");
+      "float top_p, float min_p, int row_offset) -> (Tensor, Tensor, Tensor)");
   m.def("importance_resample(Tensor energies, int seed, int offset, float temperature, int row_offset) -> (Tensor, Tensor)");
   m.def("uniform(Tensor like, int seed, int offset, int row_offset) -> Tensor");
   m.def("token_logprob(Tensor logits, Tensor targets, Tensor? weights) -> Tensor");

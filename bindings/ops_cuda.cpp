@@ -105,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor> sample_candidates_cuda(const at::Tensor& logi
   return {a.x0, a.log_q};
 }
 
-std::tuple<at::Tensor, at::Tensor> sample_scored_cuda(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> sample_scored_cuda(const at::Tensor& logits, const at::Tensor& x_t, int64_t mask_id,
                                                       int64_t seed, int64_t offset, double temperature, int64_t top_k,
                                                       double top_p, double min_p, int64_t row_offset) {
   const char* op = "edlm_engine.ops.sample_scored";
@@ -116,11 +116,12 @@ std::tuple<at::Tensor, at::Tensor> sample_scored_cuda(const at::Tensor& logits, 
   const cudaError_t err = EDLM_DISPATCH_LOGITS(logits.scalar_type(), op, [&] {
     return cuda::sample_scored(view3<scalar_t>(logits), a.x_t.const_data_ptr<int64_t>(), mask_id, a.rng, temperature,
                                a.filter, a.tokens.mutable_data_ptr<int64_t>(), a.scores.mutable_data_ptr<double>(),
-                               ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
+                               a.argmax.mutable_data_ptr<int64_t>(), ws.ptr(), st.ptr(),
+                               c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
   raise_status(st.read(), op, "logits", logits.size(1), logits.size(2));
-  return {a.tokens, a.scores};
+  return {a.tokens, a.scores, a.argmax};
 }
 
 std::tuple<at::Tensor, at::Tensor> importance_resample_cuda(const at::Tensor& energies, int64_t seed,

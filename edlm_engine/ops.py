@@ -342,7 +342,7 @@ def sample_scored(
     top_p: Optional[float] = None,
     min_p: Optional[float] = None,
     row_offset: int = 0,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One draw per masked position together with the scores confidence-based decoding ranks positions by.
 
     Each masked position of ``x_t`` draws a token from ``softmax(logits / temperature)`` (mask excluded,
@@ -372,15 +372,18 @@ def sample_scored(
     tokens : int64 Tensor [B, L]
     scores : float64 Tensor [4, B, L]
         ``p_draw``, ``p_top1``, ``p_top2`` and ``entropy`` (nats), in the order of :data:`SCORES`.
+    argmax : int64 Tensor [B, L]
+        The first index of each read position's largest drawable logit, read off the same pass (copied from
+        ``x_t`` where not read).
 
     Examples
     --------
     >>> import torch
     >>> from edlm_engine import ops
     >>> logits = torch.log(torch.tensor([[[0.5, 0.3, 0.2, 0.0]]]))  # id 3 is the mask
-    >>> tokens, scores = ops.sample_scored(logits, torch.full((1, 1), 3), 3, seed=0, temperature=0.0)
-    >>> tokens.item(), [round(v, 3) for v in scores[:3, 0, 0].tolist()]
-    (0, [0.5, 0.5, 0.3])
+    >>> tokens, scores, argmax = ops.sample_scored(logits, torch.full((1, 1), 3), 3, seed=0, temperature=0.0)
+    >>> tokens.item(), argmax.item(), [round(v, 3) for v in scores[:3, 0, 0].tolist()]
+    (0, 0, [0.5, 0.5, 0.3])
     """
     _check_masked(logits, x_t, mask_id, allow_none=True)
     seed, offset, temperature, _, row_offset = _check_common(seed, offset, temperature, "fp64", row_offset)
@@ -681,7 +684,8 @@ def _sample_candidates_fake(logits, x_t, mask_id, k, seed, offset, temperature, 
 @torch.library.register_fake("edlm_engine::sample_scored")
 def _sample_scored_fake(logits, x_t, mask_id, seed, offset, temperature, top_k, top_p, min_p, row_offset):
     B, L = x_t.shape
-    return torch.empty_like(x_t, memory_format=torch.contiguous_format), x_t.new_empty((4, B, L), dtype=torch.float64)
+    tokens = torch.empty_like(x_t, memory_format=torch.contiguous_format)
+    return tokens, x_t.new_empty((4, B, L), dtype=torch.float64), torch.empty_like(tokens)
 
 
 @torch.library.register_fake("edlm_engine::importance_resample")

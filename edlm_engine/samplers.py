@@ -325,7 +325,7 @@ class AncestralSampler(Sampler):
             state.count_step(first, masked.any(1))
             t = masked.sum(1).double() / W  # the block's masked fraction, for time-conditioned denoisers
             logits = state.denoise(x, t, first)
-            tokens, scores = ops.sample_scored(state.view(logits, lo, hi), x[:, lo:hi], state.mask_id,
+            tokens, scores, _ = ops.sample_scored(state.view(logits, lo, hi), x[:, lo:hi], state.mask_id,
                                                offset=self._offset(self.DRAW), row_offset=first * W, **self._rng())
             del logits  # before the next call, so two outputs never coexist
             commit = choose_commits(scores, masked, cfg, counts[:, i] if by_schedule else None)

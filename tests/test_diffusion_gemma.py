@@ -59,7 +59,8 @@ def test_acceptance_equals_the_native_rule_on_the_same_logits_and_draws():
     g = torch.Generator().manual_seed(5)
     logits = torch.randn(4, 32, 1000, generator=g) * torch.linspace(0.5, 6.0, 32)[None, :, None]
     current = torch.randint(0, 1000, (4, 32), generator=g)
-    drawn, scores = ops.sample_scored(logits, torch.zeros_like(current), -1, seed=0)
+    drawn, scores, argmax = ops.sample_scored(logits, torch.zeros_like(current), -1, seed=0)
+    assert torch.equal(argmax, logits.argmax(-1))
     for bound in (0.1, 1.0, 5.0):
         native = EntropyBoundSampler(EntropyBoundSamplerConfig(entropy_bound=bound), 32, 1000, 10)
         engine = diffusion_gemma._sampler_class()(EntropyBoundSamplerConfig(entropy_bound=bound), 32, 1000, 10)
@@ -74,7 +75,7 @@ def test_the_step_draws_every_token_with_its_probability():
     logits = (-1.1 * ranks.log()).float()  # a long Zipf tail
     temperature = 0.8
     x = torch.zeros(1, 200_000, dtype=torch.int64)
-    tokens, _ = ops.sample_scored(logits.expand(1, 200_000, V), x, -1, seed=1, temperature=temperature)
+    tokens, _, _ = ops.sample_scored(logits.expand(1, 200_000, V), x, -1, seed=1, temperature=temperature)
     probs = torch.softmax(logits.double() / temperature, -1).numpy()
     counts = np.bincount(tokens.ravel().numpy(), minlength=V)
     assert chi_square_pvalue(counts, probs)[0] > P_4SE

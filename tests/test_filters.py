@@ -98,9 +98,10 @@ def test_scores_are_those_of_the_filtered_distribution(device, case):
     x_t = torch.full((2, 3), mask)
     x_t[0, 1] = 5  # not masked: copied, not read
     for temperature in (1.0, 0.5, 0.0):
-        tokens, scores = ops.sample_scored(logits.to(device), x_t.to(device), mask, seed=4, temperature=temperature,
-                                           **case)
-        tokens, scores = tokens.cpu(), scores.cpu()
+        tokens, scores, argmax = ops.sample_scored(logits.to(device), x_t.to(device), mask, seed=4,
+                                                   temperature=temperature, **case)
+        tokens, scores, argmax = tokens.cpu(), scores.cpu(), argmax.cpu()
+        assert torch.equal(argmax, torch.where(x_t == mask, logits[..., :mask].argmax(-1), x_t))
         assert tokens[0, 1] == 5 and scores[:, 0, 1].tolist() == [0.0, 0.0, 0.0, float("inf")]
         for b, l in [(0, 0), (0, 2), (1, 0), (1, 1), (1, 2)]:
             probs, keep = filtered_probs(logits[b, l], temperature, exclude=[mask], **case)
@@ -118,7 +119,7 @@ def test_sample_scored_draws_what_categorical_draws(device):
     V, mask = 700, 0
     logits = torch.stack([_row(V, seed=s) for s in range(8)]).float().reshape(2, 4, V).to(device)
     x_t = torch.full((2, 4), mask, device=device)
-    tokens, _ = ops.sample_scored(logits, x_t, mask, seed=9, offset=3, top_k=30, row_offset=8)
+    tokens, _, _ = ops.sample_scored(logits, x_t, mask, seed=9, offset=3, top_k=30, row_offset=8)
     cat, _ = ops.categorical(logits.reshape(8, V), 1, seed=9, offset=3, exclude=[mask], top_k=30, row_offset=8)
     assert torch.equal(tokens.reshape(-1), cat[:, 0])
 

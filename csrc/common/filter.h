@@ -167,6 +167,22 @@ EDLM_HD double filter_cut(const FilterArgs& f, double inv_tau, float x_lo, float
   return cut;
 }
 
+// The first index of the row's largest drawable z, read off the summary: the first tile whose max is the row's M,
+// then a scan of that tile alone (the tile maxima are the unfiltered ones, and every filter keeps the largest).
+// The same index as a full argmax pass over the logits, at a cost of one tile.
+template <typename T>
+EDLM_HD int64_t argmax_from_tiles(const RowInput<T>& in, const TileStat* ts, int64_t n_tiles, double M) {
+  int64_t t = 0;
+  while (t + 1 < n_tiles && ts[t].m != M) ++t;
+  const int64_t begin = t * kTile, end = begin + kTile < in.V ? begin + kTile : in.V;
+  int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
+  for (int64_t v = begin; v < end; ++v) {
+    if (excluded(in, &e, v)) continue;
+    if (load_z(in, v) == M) return v;
+  }
+  return -1;
+}
+
 // Scores from the summary of the kept entries: Z = sum exp(z - M), the entropy terms H_num = sum over the kept of
 // exp(z - M) (z - M), the second largest kept z, and the drawn token's z.
 EDLM_HD RowScores row_scores(const RowSummary& s, double h_num, double z2, double z_draw) {

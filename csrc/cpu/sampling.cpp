@@ -258,7 +258,7 @@ int32_t sample_row(RowInput<T> in, double temperature, const FilterArgs& f, Prec
 // scores are those of the temperature-1 distribution.
 template <typename T>
 int32_t score_row(RowInput<T> in, double temperature, const FilterArgs& f, RngArgs rng, uint64_t row, Scratch& sc,
-                  int64_t* token, RowScores* scores) {
+                  int64_t* token, RowScores* scores, int64_t* argmax) {
   if (filters_on(f)) {
     const int32_t st = find_cut(&in, f, sc);
     if (st != kOk) return st;
@@ -268,9 +268,9 @@ int32_t score_row(RowInput<T> in, double temperature, const FilterArgs& f, RngAr
   double h_num = 0.0;
   const int32_t st = summarize(in, sc, &s, &top2, &h_num);
   if (st != kOk) return st;
+  *argmax = argmax_from_tiles(in, sc.ts.data(), s.n_tiles, s.M);
   if (temperature == 0.0) {
-    int32_t ignored = kOk;
-    *token = argmax_row(in, &ignored);
+    *token = *argmax;
   } else {
     const Philox4 b = random_block(rng.seed, rng.offset, row, 0);
     *token = draw_from_row(in, sc.ts.data(), s, uniform53(b.v[0], b.v[1]));
@@ -410,7 +410,7 @@ Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int
 
 template <typename T>
 Status sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
-                     const FilterArgs& f, int64_t* tokens, double* scores) {
+                     const FilterArgs& f, int64_t* tokens, double* scores, int64_t* argmax) {
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
   StatusCollector sc_all;
@@ -420,11 +420,12 @@ Status sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs
 #pragma omp for schedule(dynamic, 4)
     for (int64_t r = 0; r < rows; ++r) {
       RowScores out = unread_scores();
-      tokens[r] = x_t[r];
+      tokens[r] = argmax[r] = x_t[r];
       if (mask_id < 0 || x_t[r] == mask_id) {  // mask_id -1: every position is drawn, nothing excluded
         const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
                              mask_id < 0 ? nullptr : excl, mask_id < 0 ? 0 : 1};
-        sc_all.add(score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out), r);
+        sc_all.add(score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out, argmax + r),
+                   r);
       }
       const double vals[kNumScores] = {out.p_draw, out.p_top1, out.p_top2, out.entropy};
       for (int i = 0; i < kNumScores; ++i) scores[i * rows + r] = vals[i];
@@ -461,7 +462,7 @@ void uniform(int64_t n, RngArgs rng, double* out) {
   template Status sample_candidates<T>(Logits3<T>, const int64_t*, int64_t, int64_t, RngArgs, double,        \
                                        const FilterArgs&, Precision, int64_t*, double*);                     \
   template Status sample_scored<T>(Logits3<T>, const int64_t*, int64_t, RngArgs, double, const FilterArgs&,  \
-                                   int64_t*, double*);
+                                   int64_t*, double*, int64_t*);
 EDLM_INSTANTIATE(float)
 EDLM_INSTANTIATE(f16_t)
 EDLM_INSTANTIATE(bf16_t)

@@ -28,9 +28,10 @@ Status sample_candidates(Logits3<T> logits, const int64_t* x_t, int64_t mask_id,
 // One draw per masked position of x_t (every position when mask_id is -1, nothing excluded then) with the scores of
 // its filtered distribution (filter.h): tokens [B, L]
 // (other positions copied), scores [4, B, L] = p_draw, p_top1, p_top2, entropy (0, 0, 0, +inf where not masked).
+// argmax [B, L]: the first index of each read row's largest drawable logit (the draw at temperature 0).
 template <typename T>
 Status sample_scored(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
-                     const FilterArgs& f, int64_t* tokens, double* scores);
+                     const FilterArgs& f, int64_t* tokens, double* scores, int64_t* argmax);
 
 // energies: [B, k] contiguous float64; index, ess: [B].
 Status importance_resample(const double* energies, int64_t B, int64_t k, RngArgs rng, double temperature,

@@ -28,6 +28,7 @@ struct RowJob {
   int64_t* tokens;         // categorical: [rows, n]; masked, scored: [rows]; candidates: x0 [k, rows]
   double* logp;            // categorical: [rows, n]; candidates: [rows, k]; scored: scores [4, rows]
   FilterArgs filter;
+  int64_t* argmax = nullptr;  // scored: [rows]
 };
 
 __device__ double warp_max(double v) {
@@ -164,6 +165,7 @@ __device__ bool settle_without_reading(const Logits3<T>& lg, const RowJob& job, 
         for (int64_t j = 0; j < job.num_samples; ++j) job.tokens[j * rows + r] = xt;
       else
         job.tokens[r] = xt;
+      if (M == Mode::kScored) job.argmax[r] = xt;
       if (M == Mode::kScored) {
         const RowScores u = unread_scores();
         const double vals[kNumScores] = {u.p_draw, u.p_top1, u.p_top2, u.entropy};
@@ -401,13 +403,13 @@ __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng,
   if (temperature == 0.0 && M != Mode::kScored) return argmax_row<T, M>(in, job, r, rows, sh, status);
   if (filters_on(job.filter) && !find_cut_block(&in, job.filter, ts, r, sh, status)) return;
   if (!summarize_row_block<T, M == Mode::kScored>(in, ts, r, sh, status)) return;
-  if (M == Mode::kScored && temperature == 0.0) {
-    argmax_row<T, M>(in, job, r, rows, sh, status);
-  } else if (precision == Precision::kFP32Gumbel) {
-    return gumbel_row<T, M>(in, job, rng, r, rows, lg.L, sh);
-  } else {
-    exact_draws<T, M>(in, ts, job, rng, r, rows, sh);
+  if (M == Mode::kScored && threadIdx.x == 0) {  // the argmax from the summary: one tile, not another pass
+    job.argmax[r] = argmax_from_tiles(in, ts, sh.sum.n_tiles, sh.sum.M);
+    if (temperature == 0.0) job.tokens[r] = job.argmax[r];
   }
+  if (M == Mode::kScored && temperature == 0.0) return write_scores(in, job, r, rows, sh);
+  if (precision == Precision::kFP32Gumbel) return gumbel_row<T, M>(in, job, rng, r, rows, lg.L, sh);
+  exact_draws<T, M>(in, ts, job, rng, r, rows, sh);
   if (M == Mode::kScored) write_scores(in, job, r, rows, sh);
 }
 
@@ -519,9 +521,9 @@ cudaError_t sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id
 
 template <typename T>
 cudaError_t sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
-                          FilterArgs filter, int64_t* tokens, double* scores, void* workspace,
+                          FilterArgs filter, int64_t* tokens, double* scores, int64_t* argmax, void* workspace,
                           unsigned long long* status, cudaStream_t stream) {
-  const RowJob job{1, x_t, mask_id, nullptr, tokens, scores, filter};
+  const RowJob job{1, x_t, mask_id, nullptr, tokens, scores, filter, argmax};
   return launch_rows<T, Mode::kScored>(lg, job, rng, temperature, nullptr, 0, Precision::kFP64, workspace, status,
                                        stream);
 }
@@ -549,7 +551,7 @@ cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream) {
                                             FilterArgs, Precision, int64_t*, double*, double*, void*,           \
                                             unsigned long long*, cudaStream_t);                                 \
   template cudaError_t sample_scored<T>(Logits3<T>, const int64_t*, int64_t, RngArgs, double, FilterArgs,        \
-                                        int64_t*, double*, void*, unsigned long long*, cudaStream_t);
+                                        int64_t*, double*, int64_t*, void*, unsigned long long*, cudaStream_t);
 EDLM_INSTANTIATE(float)
 EDLM_INSTANTIATE(f16_t)
 EDLM_INSTANTIATE(bf16_t)

@@ -35,9 +35,10 @@ cudaError_t sample_candidates(Logits3<T> logits, const int64_t* x_t, int64_t mas
                               cudaStream_t stream);
 
 // tokens [rows] (unmasked positions copied); scores [4, rows]: p_draw, p_top1, p_top2, entropy (0, 0, 0, +inf where not read).
+// argmax [rows]: the first index of each read row's largest drawable logit.
 template <typename T>
 cudaError_t sample_scored(Logits3<T> logits, const int64_t* x_t, int64_t mask_id, RngArgs rng, double temperature,
-                          FilterArgs filter, int64_t* tokens, double* scores, void* workspace,
+                          FilterArgs filter, int64_t* tokens, double* scores, int64_t* argmax, void* workspace,
                           unsigned long long* status, cudaStream_t stream);
 
 cudaError_t importance_resample(const double* energies, int64_t B, int64_t k, RngArgs rng, double temperature,

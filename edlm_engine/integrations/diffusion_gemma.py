@@ -9,8 +9,8 @@ transformers' denoising step reads the full ``[B, canvas, V]`` logits three time
 copy for ``torch.multinomial``, an argmax, and ``Categorical(logits).entropy()``, another full log-softmax) and
 takes its randomness from the global generator, so a sample depends on the batch it ran in.  With the engine
 applied, one pass of ``ops.sample_scored`` over each canvas row (``mask_id=-1``: every position, nothing excluded)
-gives the exact draw from the step's (temperature-scheduled) logits and its entropy; the argmax is one more
-reduction over the logits, with no float copy; the entropy-bound acceptance is transformers' rule on those
+gives the exact draw from the step's (temperature-scheduled) logits, its entropy and the argmax; the entropy-bound
+acceptance is transformers' rule on those
 entropies; canvases are initialized and renoised from the engine's Philox stream.  Sample ``i`` (counted over the
 generate calls since ``apply``, or from ``first_index``) depends only on ``(seed, i)``, whatever the batch.
 Everything else (encoder, cache, self-conditioning, stopping rules, streamer) stays transformers' own code.
@@ -90,10 +90,10 @@ def _engine_step(self, decoder_forward, current_canvas, argmax_canvas, input_ids
                              **model_kwargs).logits
     logits = logits_processor(input_ids, logits, cur_step=torch.tensor(cur_step, device=logits.device))
     B, length = current_canvas.shape
-    drawn, scores = ops.sample_scored(logits, torch.zeros_like(current_canvas), -1, seed=engine.seed,
-                                      offset=engine.offset(_DRAW, int(cur_step)), row_offset=engine.first * length)
+    drawn, scores, new_argmax = ops.sample_scored(logits, torch.zeros_like(current_canvas), -1, seed=engine.seed,
+                                                  offset=engine.offset(_DRAW, int(cur_step)),
+                                                  row_offset=engine.first * length)
     engine.entropy = scores[3].to(torch.float32)
-    new_argmax = logits.argmax(-1)
     accepted = sampler.accept_canvas(current_canvas, drawn, logits, cur_step)
     new_canvas = sampler.renoise_canvas(accepted, cur_step)
     if diffusion_stopping_criteria is not None:
