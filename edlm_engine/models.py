@@ -288,7 +288,7 @@ class LogLikelihoodEnergy(Energy):
         return -self.log_prob(x0).double() + log_q.double()
 
 
-class _AutoregressiveEnergy(Energy):
+class AutoregressiveEnergy(Energy):
     """What the autoregressive energies share: ``E = -log p_AR(x0) + log q(x0 | x_t)`` over every position, or
     (``positions="masked"``) over those masked in ``x_t``.  Subclasses give ``log_prob(x0, weights)``."""
 
@@ -304,7 +304,7 @@ class _AutoregressiveEnergy(Energy):
         return -self.log_prob(x0, weights) + log_q.double()
 
 
-class AREnergy(_AutoregressiveEnergy):
+class AREnergy(AutoregressiveEnergy):
     """An autoregressive model given by its aligned conditionals: ``fn(x [N, L]) -> [N, L, V]``, entry
     ``[n, j, v]`` being ``log p(x_j = v | x_<j)`` (the first position conditioned on nothing).
 
@@ -358,7 +358,7 @@ class AREnergy(_AutoregressiveEnergy):
         return (lp if weights is None else lp * weights.double()).sum(1)
 
 
-class CausalLMEnergy(_AutoregressiveEnergy):
+class CausalLMEnergy(AutoregressiveEnergy):
     """EDLM-AR energy from a HuggingFace causal LM, scored without materializing its full logits.
 
     ``E = -log p_AR(x0) + log q(x0 | x_t)``, where ``log p_AR`` comes from the model's last hidden state
@@ -467,7 +467,7 @@ def as_energy(energy, *, positions: Optional[str] = None, trust_remote_code: boo
     :class:`CausalLMEnergy` or :class:`AREnergy` given here and gives "all" to one built here.
     """
     if energy is None or isinstance(energy, Energy):
-        if isinstance(energy, (CausalLMEnergy, AREnergy)) and positions is not None:
+        if isinstance(energy, AutoregressiveEnergy) and positions is not None:
             energy.positions = positions
         return energy
     if isinstance(energy, (str, torch.nn.Module)):

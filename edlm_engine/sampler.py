@@ -14,8 +14,8 @@ import torch
 
 from .config import SampleConfig
 from .layout import build_layout, end_of_sequence
-from .models import AREnergy, CausalLMEnergy, as_denoiser, as_energy, check_vocabularies
-from .samplers import SAMPLERS, UNMASKING, SamplingRun, get_sampler
+from .models import AutoregressiveEnergy, as_denoiser, as_energy, check_vocabularies
+from .samplers import SamplingRun, get_sampler
 from .schedules import get_schedule
 
 __all__ = ["sample", "SampleOutput", "resolve_models"]
@@ -77,7 +77,7 @@ def resolve_models(model, energy, cfg: SampleConfig, device: torch.device):
     energy = as_energy(energy, positions=cfg.energy_positions, trust_remote_code=cfg.trust_remote_code,
                        device=device if isinstance(energy, (str, torch.nn.Module)) else None,
                        dtype=dtype if isinstance(energy, str) else None)
-    if isinstance(energy, (CausalLMEnergy, AREnergy)):
+    if isinstance(energy, AutoregressiveEnergy):
         energy.mask_id = denoiser.mask_id
     if denoiser.time_conditioned and not schedule.finite_at_one:
         raise ValueError(f"schedule={cfg.schedule!r} has sigma(1) = inf, which the time-conditioned denoiser "
@@ -93,18 +93,6 @@ def _shift(denoiser, cfg: SampleConfig, layout) -> bool:
         raise ValueError("logits_shift: the denoiser's output i predicts position i + 1, so the first position must "
                          "be given (a prompt or a prefix)")
     return shift
-
-
-def _check_strategy(strategy_cls, energy, cfg: SampleConfig, n_blocks: int) -> None:
-    if energy is not None and not strategy_cls.supports_energy:
-        raise ValueError(f"energy rescoring does not run with sampler={cfg.sampler!r}; samplers that take an energy: "
-                         f"{[name for name, cls in SAMPLERS.items() if cls.supports_energy]}")
-    if energy is not None and UNMASKING[cfg.unmasking] is not None:
-        raise ValueError(f"energy rescoring reweights the exact step: it needs unmasking='random', got "
-                         f"{cfg.unmasking!r}")
-    if strategy_cls.uses_steps and cfg.steps % n_blocks:
-        raise ValueError(f"steps ({cfg.steps}) must be a multiple of the number of blocks ({n_blocks}): each block "
-                         "takes steps / blocks steps, as in LLaDA")
 
 
 def _decode(denoiser, tokens: torch.Tensor, cfg: SampleConfig, layout):
@@ -204,10 +192,9 @@ def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = N
     layout = build_layout(denoiser, energy, cfg, n, device)
     state = SamplingRun(denoiser, energy, schedule, cfg, layout, shift=_shift(denoiser, cfg, layout),
                         eos_id=end_of_sequence(denoiser, cfg))
-    _check_strategy(strategy_cls, energy, cfg, len(layout.blocks))
-    loaded = time.perf_counter()
     strategy = strategy_cls(state)
     strategy.check()
+    loaded = time.perf_counter()
     tokens = _run_batches(strategy, layout.x_init, cfg)
     stats = _collect_stats(state, strategy, n, loaded - started, time.perf_counter() - loaded)
     return SampleOutput(tokens=tokens, text=_decode(denoiser, tokens, cfg, layout), stats=stats)

@@ -144,6 +144,11 @@ class SamplingRun:
         """The logits of positions lo .. hi-1, read in place: with a shifted denoiser (Dream), output i - 1."""
         return logits[:, lo - 1 : hi - 1] if self.shift else logits[:, lo:hi]
 
+    def at(self, logits: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """The logits of position pos[b, j] of each row b (a gather), shifted like :meth:`view`."""
+        rows = torch.arange(logits.shape[0], device=logits.device)[:, None]
+        return logits[rows, pos - 1 if self.shift else pos]
+
     def finish(self, x: torch.Tensor, hi: int) -> Tuple[torch.Tensor, bool]:
         """After the block ending at hi: a sequence that generated eos_id holds it everywhere after its first one.
 
@@ -205,6 +210,14 @@ class Sampler:
 
     def check(self) -> None:
         """Refuse, with a clear error, a configuration this strategy cannot run (called before sampling)."""
+        state, cfg = self.state, self.cfg
+        if state.energy is not None and not self.supports_energy:
+            raise ValueError(f"energy rescoring does not run with sampler={cfg.sampler!r}; samplers that take an "
+                             f"energy: {[name for name, cls in SAMPLERS.items() if cls.supports_energy]}")
+        n_blocks = len(state.layout.blocks)
+        if self.uses_steps and cfg.steps % n_blocks:
+            raise ValueError(f"steps ({cfg.steps}) must be a multiple of the number of blocks ({n_blocks}): each "
+                             "block takes steps / blocks steps, as in LLaDA")
 
     def _rng(self):
         return dict(seed=self.cfg.seed, temperature=self.cfg.temperature, top_k=self.cfg.top_k, top_p=self.cfg.top_p,
@@ -224,6 +237,12 @@ class AncestralSampler(Sampler):
     supports_energy = True
     uses_steps = True
     CANDIDATES, RESAMPLE, REVEAL, DRAW = 0, 1, 2, 3
+
+    def check(self) -> None:
+        super().check()
+        if self.state.energy is not None and UNMASKING[self.cfg.unmasking] is not None:
+            raise ValueError(f"energy rescoring reweights the exact step: it needs unmasking='random', got "
+                             f"{self.cfg.unmasking!r}")
 
     def steps(self) -> int:
         if self.cfg.threshold is not None or self.cfg.entropy_bound is not None:

@@ -47,6 +47,7 @@ class SpeculativeSampler(Sampler):
         return self.state.seq_len - self.state.layout.gen_start  # at most one round per token
 
     def check(self) -> None:
+        super().check()
         state, cfg = self.state, self.cfg
         if not hasattr(state.energy, "log_probs"):
             raise ValueError("sampler='speculative' verifies drafts with an autoregressive energy: a HuggingFace causal "
@@ -83,8 +84,7 @@ class SpeculativeSampler(Sampler):
         valid = pos < L
         pos = pos.clamp(max=L - 1)
         ar = torch.arange(N, device=rows.device)[:, None]
-        out_pos = pos - 1 if state.shift else pos  # a shifted denoiser's output i predicts position i + 1
-        logits = self.denoise(rows, chain)[ar, out_pos].float()  # float32: the draft kernel reads these values
+        logits = state.at(self.denoise(rows, chain), pos).float()  # float32: the draft kernel reads these values
         d_log = torch.log_softmax(logits.double(), -1)
         d_log[..., state.mask_id] = float("-inf")
         drafts, log_q = self.draft(logits[:, :W], row0)
