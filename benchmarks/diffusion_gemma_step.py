@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import peak_extra_mb  # noqa: E402
+from harness import measure_provider  # noqa: E402
 
 B, CANVAS, V, BOUND = 4, 32, 262_144, 0.1
 
@@ -71,17 +70,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     fn = PROVIDERS[args.provider]
     x, current = logits(args.device), torch.zeros(B, CANVAS, dtype=torch.int64, device=args.device)
-    fn(x, current)  # warm-up
-    times = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        fn(x, current)
-        if args.device != "cpu":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    peak, method = peak_extra_mb(lambda: fn(x, current), args.device)
-    print(json.dumps({"provider": args.provider, "seconds": min(times), "peak_mb": peak, "method": method,
-                      "logits_mb": x.numel() * 4 / 2**20}))
+    figures = measure_provider(lambda: fn(x, current), args.device, repeats=5)
+    print(json.dumps({"provider": args.provider, **figures, "logits_mb": x.numel() * 4 / 2**20}))
 
 
 if __name__ == "__main__":

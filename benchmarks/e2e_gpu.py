@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import peak_extra_mb  # noqa: E402
+from harness import peak_extra_mb, sync  # noqa: E402
 from reference_sampler import reference_sample  # noqa: E402
 
 VOCAB, MASK, BOS = 50258, 50257, 50256
@@ -46,17 +46,12 @@ def build_models(a):
     return [m.to(a.device, dtype).eval() for m in (bert, gpt2)]
 
 
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def timed(fn, device):
     """Seconds of one call, then the peak extra memory of another (measuring the peak costs time of its own)."""
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    sync(device)
     seconds = time.perf_counter() - t0
     return seconds, peak_extra_mb(fn, device)[0]
 

@@ -95,6 +95,21 @@ def timed(fn: Callable, device) -> Callable:
     return run
 
 
+def measure_provider(fn: Callable, device, repeats: int = 1) -> dict:
+    """A fresh process's figures of one provider: a warm-up call, the best of ``repeats`` synchronized timings, then
+    the peak extra memory of one more call (measured apart: resetting the high-water mark costs time)."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    peak, method = peak_extra_mb(fn, device)
+    return dict(seconds=best, peak_mb=peak, method=method)
+
+
 def best_of_interleaved(fns: Dict[str, Callable], device, repeats: int = 3) -> Dict[str, float]:
     """Best wall time of each function over ``repeats`` rounds, interleaved so drift hits all alike."""
     best = {name: float("inf") for name in fns}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import peak_extra_mb  # noqa: E402
+from harness import measure_provider  # noqa: E402
 from llada_reference import llada_generate  # noqa: E402
 
 V, MASK = 126464, 126336
@@ -80,14 +79,9 @@ def main(argv=None):
     model = TinyDenoiser().to(args.device)
     fn = PROVIDERS[args.provider]
     with torch.no_grad():
-        fn(model, args.device)  # warm-up: kernels, allocator, lazy inits
-        t0 = time.perf_counter()
-        tokens = fn(model, args.device)
-        seconds = time.perf_counter() - t0
-        peak, method = peak_extra_mb(lambda: fn(model, args.device), args.device)
-    assert not (tokens == MASK).any()
-    print(json.dumps({"provider": args.provider, "device": args.device, "seconds": seconds, "peak_mb": peak,
-                      "method": method}))
+        assert not (fn(model, args.device) == MASK).any()
+        figures = measure_provider(lambda: fn(model, args.device), args.device)
+    print(json.dumps({"provider": args.provider, "device": args.device, **figures}))
 
 
 if __name__ == "__main__":

@@ -27,3 +27,14 @@ def pair_tv(x, lang):
     n, L = x.shape
     emp = pair_counts(x, lang.vocab_size) / n
     return float(0.5 * (emp - lang.pair_marginals(L)).abs().sum((1, 2)).mean())
+
+
+def attention_recording(base):
+    """A denoiser that answers as ``base`` and keeps the attention mask of every call in ``.seen``."""
+
+    def denoiser(x_t, t, attention_mask):
+        denoiser.seen.append(attention_mask.clone())
+        return base(x_t, t)
+
+    denoiser.seen, denoiser.time_agnostic, denoiser.mask_id = [], True, base.mask_id
+    return denoiser

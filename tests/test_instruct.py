@@ -9,7 +9,7 @@ from edlm_engine import SampleConfig
 from edlm_engine.oracle import HMMLanguage, pair_tv
 from edlm_engine.samplers import choose_commits, commit_schedule
 
-from .markov import cyclic_chain, pair_counts
+from .markov import attention_recording, cyclic_chain, pair_counts
 from .stats import P_4SE, chi_square_pvalue
 
 PROMPT = [2, 3, 3]
@@ -184,13 +184,8 @@ def test_shifted_logits_give_the_same_tokens(chain):
 
 def test_prompts_of_different_lengths_are_left_padded_with_an_attention_mask(chain):
     base = chain.denoiser()
-    seen = []
-
-    def denoiser(x_t, t, attention_mask):
-        seen.append(attention_mask.clone())
-        return base(x_t, t)
-
-    denoiser.time_agnostic, denoiser.mask_id = True, base.mask_id
+    denoiser = attention_recording(base)
+    seen = denoiser.seen
     out = edlm_engine.sample(denoiser, n=3, prompt=[[1, 2, 3], [0]], gen_length=4, steps=4, seed=0)
     assert out.tokens[:, :3].tolist()[0] == [1, 2, 3] and out.tokens[1, 2] == 0 and out.tokens[2, :3].tolist() == [
         1, 2, 3]

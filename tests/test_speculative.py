@@ -9,7 +9,7 @@ import torch
 import edlm_engine
 from edlm_engine.oracle import HMMLanguage
 
-from .markov import cyclic_chain, pair_counts
+from .markov import attention_recording, cyclic_chain, pair_counts
 from .stats import P_4SE, chi_square_pvalue
 
 L = 5
@@ -95,13 +95,6 @@ def test_speculative_needs_an_ar_energy_and_a_temperature(tiny):
 
 def test_lookahead_hides_the_positions_past_it(tiny):
     lang, _ = tiny
-    base = lang.denoiser()
-    seen = []
-
-    def denoiser(x_t, t, attention_mask):
-        seen.append(attention_mask.clone())
-        return base(x_t, t)
-
-    denoiser.time_agnostic, denoiser.mask_id = True, base.mask_id
+    denoiser = attention_recording(lang.denoiser())
     edlm_engine.sample(denoiser, lang.ar_energy(), n=2, seq_len=L, sampler="speculative", lookahead=2, seed=0)
-    assert seen[0].tolist() == [[True, True, False, False, False]] * 2  # nothing committed yet: 2 visible
+    assert denoiser.seen[0].tolist() == [[True, True, False, False, False]] * 2  # nothing committed yet: 2 visible
