@@ -340,6 +340,10 @@ class AREnergy(AutoregressiveEnergy):
             raise TypeError(f"AREnergy needs a callable fn(x [N, L]) -> [N, L, V], got {type(fn).__name__}")
         if positions not in ("all", "masked"):
             raise ValueError(f"energy_positions must be 'all' or 'masked', got {positions!r}")
+        if vocab_size is not None:
+            vocab_size = ops._check_int("vocab_size", vocab_size, 1)
+        if mask_id is not None:
+            mask_id = ops._check_int("mask_id", mask_id, 0)
         self.fn, self.positions, self.vocab_size = fn, positions, vocab_size
         self.mask_id = mask_id  # the sampler sets the denoiser's; needed for positions="masked"
 

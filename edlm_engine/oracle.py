@@ -273,6 +273,7 @@ def generative_nll(tokens: torch.Tensor, lang: HMMLanguage, prompt: Optional[Seq
     if prompt is None:
         per_token = -lang.log_prob(tokens) / tokens.shape[1]
     else:
+        lang.start(prompt)  # names a bad prompt
         head = torch.as_tensor(list(prompt), dtype=torch.int64).expand(tokens.shape[0], -1)
         whole = lang.log_prob(torch.cat([head, tokens], 1))
         per_token = -(whole - lang.log_prob(head[:1]).expand_as(whole)) / tokens.shape[1]

@@ -167,3 +167,20 @@ def test_ar_conditionals_and_the_ar_energy():
     assert torch.equal(a.tokens, b.tokens)
     with pytest.raises(ValueError, match=r"\[N, L, V\] log-probabilities"):
         AREnergy(lambda x: x.float())(x, x_t, log_q)
+
+
+def test_prompt_and_ar_energy_arguments_are_named():
+    from edlm_engine import AREnergy
+
+    lang = HMMLanguage.random(n_states=2, vocab_size=3, seed=0)
+    for bad in ([], [0, 3], [-1]):
+        with pytest.raises(ValueError, match="prompt must be"):
+            lang.sample(2, 3, prompt=bad)
+        with pytest.raises(ValueError, match="prompt must be"):
+            generative_nll(lang.sample(2, 3), lang, prompt=bad)
+    with pytest.raises(ValueError, match="vocab_size must be"):
+        AREnergy(lang.ar_log_probs, vocab_size=0)
+    with pytest.raises(ValueError, match="mask_id must be"):
+        AREnergy(lang.ar_log_probs, mask_id=-2)
+    with pytest.raises(TypeError, match="AREnergy needs a callable"):
+        AREnergy(3)
