@@ -303,6 +303,19 @@ class AutoregressiveEnergy(Energy):
             weights = x_t == self.mask_id
         return -self.log_prob(x0, weights) + log_q.double()
 
+    @staticmethod
+    def positions_of(x: torch.Tensor, positions: Optional[torch.Tensor], device) -> torch.Tensor:
+        """The [N, P] positions in [0, L) a ``log_probs`` call asks for (every position when None); the shape is
+        checked here, the range by the indexing (a check of values would sync the device every step)."""
+        N, L = x.shape
+        if positions is None:
+            return torch.arange(L, device=device).expand(N, L)
+        if (not isinstance(positions, torch.Tensor) or positions.dim() != 2 or positions.shape[0] != N
+                or positions.dtype.is_floating_point or positions.dtype == torch.bool):
+            got = tuple(positions.shape) if isinstance(positions, torch.Tensor) else type(positions).__name__
+            raise ValueError(f"positions must be an integer [N={N}, P] tensor, got {got}")
+        return positions.to(device)
+
 
 class AREnergy(AutoregressiveEnergy):
     """An autoregressive model given by its aligned conditionals: ``fn(x [N, L]) -> [N, L, V]``, entry
@@ -348,13 +361,17 @@ class AREnergy(AutoregressiveEnergy):
         self.mask_id = mask_id  # the sampler sets the denoiser's; needed for positions="masked"
 
     @torch.no_grad()
-    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """The aligned conditionals of ``x``: ``[N, L, V]``, ``[n, j, v] = log p(x_j = v | x_<j)``."""
+    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The aligned conditionals of ``x``: ``[N, L, V]``, ``[n, j, v] = log p(x_j = v | x_<j)``; with
+        ``positions`` [N, P], only those: ``[N, P, V]``."""
         out = self.fn(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[:2] != x.shape:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"AREnergy's fn must return [N, L, V] log-probabilities for x {tuple(x.shape)}, got {shape}")
-        return out
+        if positions is None:
+            return out
+        pos = self.positions_of(x, positions, out.device)
+        return out[torch.arange(x.shape[0], device=out.device)[:, None], pos]
 
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
         """sum_j weights_j log p(x0_j | x0_<j) in float64, [N]."""
@@ -439,21 +456,27 @@ class CausalLMEnergy(AutoregressiveEnergy):
                                    bias=getattr(self.head, "bias", None))
 
     @torch.no_grad()
-    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
-        """Aligned conditionals, float64 [N, L, V]: ``[n, j, v] = log p(x_j = v | x_<j)``, BOS per row as in
-        :meth:`log_prob` (a row that starts with BOS gives it probability 1 at position 0).  Computed from the full
-        logits: what the speculative sampler verifies drafts against."""
+    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Aligned conditionals, float64: ``[n, j, v] = log p(x_j = v | x_<j)`` for every position ([N, L, V]) or
+        for ``positions`` [N, P] only ([N, P, V]: the head runs on those hidden states alone).  BOS per row as in
+        :meth:`log_prob` (a row that starts with BOS gives it probability 1 at position 0).  What the speculative
+        sampler verifies drafts against."""
         if self.bos_id is None:
             raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
         device = self.head.weight.device
         x = x.to(device)
-        has_bos = (x[:, 0] == self.bos_id)[:, None, None]
+        N = x.shape[0]
+        pos = self.positions_of(x, positions, device)
+        has_bos = (x[:, 0] == self.bos_id)[:, None]
         pad = torch.full_like(x[:, :1], self.bos_id)
-        ids = torch.where(has_bos[:, :, 0], torch.cat([x, pad], 1), torch.cat([pad, x], 1))
-        out = torch.log_softmax(self.model(input_ids=ids).logits.double(), -1)  # position p predicts ids[p + 1]
+        ids = torch.where(has_bos, torch.cat([x, pad], 1), torch.cat([pad, x], 1))
+        hidden = self.base(input_ids=ids).last_hidden_state  # hidden p predicts ids[p + 1]
+        at = (pos - has_bos.long()).clamp(min=0)  # a BOS row's x_j is predicted by hidden j - 1
+        hidden = hidden[torch.arange(N, device=device)[:, None], at].to(self.head.weight.dtype)
+        out = torch.log_softmax(self.head(hidden).double(), -1)
         given = torch.full_like(out[:, :1], float("-inf"))
         given[..., self.bos_id] = 0.0
-        return torch.where(has_bos, torch.cat([given, out[:, : x.shape[1] - 1]], 1), out[:, : x.shape[1]])
+        return torch.where((has_bos & (pos == 0))[..., None], given, out)
 
     @torch.no_grad()
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:

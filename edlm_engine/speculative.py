@@ -126,8 +126,7 @@ class SpeculativeSampler(Sampler):
 
     def ar_log_probs(self, rows, pos, V):
         """The energy's conditionals at the window's positions, widened with -inf to the denoiser's V ids."""
-        lp = self.state.energy.log_probs(rows)
-        lp = lp[torch.arange(rows.shape[0], device=lp.device)[:, None], pos.to(lp.device)].to(rows.device).double()
+        lp = self.state.energy.log_probs(rows, pos).to(rows.device).double()
         if lp.shape[-1] < V:
             lp = torch.cat([lp, lp.new_full((*lp.shape[:2], V - lp.shape[-1]), float("-inf"))], -1)
         return lp[..., :V]

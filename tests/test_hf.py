@@ -412,6 +412,8 @@ def test_causal_lm_conditionals_and_speculative_decoding_by_path(paths):
     gathered = lp.gather(-1, x[..., None]).squeeze(-1)
     assert torch.allclose(gathered[1, 0], torch.tensor(0.0, dtype=torch.float64))
     assert torch.allclose(gathered.sum(1), energy.log_prob(x), rtol=1e-5)
+    pos = torch.tensor([[0, 3, 6], [0, 1, 5], [2, 2, 4]])  # the head runs on these hidden states alone
+    assert torch.allclose(energy.log_probs(x, pos), lp[torch.arange(3)[:, None], pos], atol=1e-6)
     out = edlm_engine.sample(paths["bert"], paths["gpt2"], n=3, seq_len=10, sampler="speculative", mask_id=MASK,
                              verify_window=4, seed=1)
     assert out.tokens.shape == (3, 10) and not (out.tokens == MASK).any()

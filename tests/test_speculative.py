@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import edlm_engine
+from edlm_engine.models import AREnergy
 from edlm_engine.oracle import HMMLanguage
 
 from .markov import attention_recording, cyclic_chain, pair_counts
@@ -98,3 +99,16 @@ def test_lookahead_hides_the_positions_past_it(tiny):
     denoiser = attention_recording(lang.denoiser())
     edlm_engine.sample(denoiser, lang.ar_energy(), n=2, seq_len=L, sampler="speculative", lookahead=2, seed=0)
     assert denoiser.seen[0].tolist() == [[True, True, False, False, False]] * 2  # nothing committed yet: 2 visible
+
+
+def test_log_probs_positions_name_the_argument():
+    lang = HMMLanguage.random(n_states=2, vocab_size=3, seed=0)
+    energy = AREnergy(lang.ar_log_probs, vocab_size=3)
+    x = lang.sample(2, 4, seed=1)
+    full = energy.log_probs(x)
+    pos = torch.tensor([[3, 0], [1, 1]])
+    assert torch.equal(energy.log_probs(x, pos), full[torch.arange(2)[:, None], pos])
+    with pytest.raises(ValueError, match="positions"):
+        energy.log_probs(x, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="positions"):
+        energy.log_probs(x, pos.float())
