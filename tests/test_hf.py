@@ -8,7 +8,6 @@ from transformers import (AutoConfig, AutoModelForMaskedLM, BertConfig, BertForM
 from transformers.modeling_outputs import MaskedLMOutput
 
 import edlm_engine
-from edlm_engine import ops
 
 VOCAB, MASK = 64, 3
 
