@@ -20,6 +20,13 @@ struct Logits3 {
   EDLM_HD const T* row(int64_t b, int64_t l) const { return data + b * stride_b + l * stride_l; }
 };
 
+// Row r of a [B, L, V] batch at a temperature (0 is the argmax, which reads z at temperature 1).
+template <typename T>
+EDLM_HD RowInput<T> row_input(const Logits3<T>& lg, int64_t r, double temperature, const int64_t* excl,
+                              int64_t n_excl) {
+  return RowInput<T>{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, n_excl};
+}
+
 struct RngArgs {
   uint64_t seed;
   uint64_t offset;

@@ -28,6 +28,7 @@ struct StatusCollector {
   }
 };
 
+
 // z[i] <- exp(z[i] - m).  Compiled for several ISAs and picked at load time; without FMA contraction every
 // variant rounds exactly like the scalar exp_det, so the choice never changes a token.
 __attribute__((target_clones("avx512f", "avx2", "default"))) void exp_shifted(double* z, int64_t n, double m) {
@@ -146,10 +147,23 @@ int64_t gumbel_row(const RowInput<T>& in, RngArgs rng, uint64_t row, int64_t j) 
 struct Scratch {
   std::vector<TileStat> ts;
   std::vector<double> u;
-  std::vector<int64_t> tok;
+  std::vector<int64_t> tok;  // a row's k candidate draws, before they are strided into x0
   std::vector<std::pair<int64_t, int64_t>> order;
   std::vector<double> rem;
 };
+
+// body(r, scratch) -> status over rows [0, rows), one scratch per thread; the first failing row is reported.
+template <typename Body>
+Status for_rows(int64_t rows, int chunk, Body body) {
+  StatusCollector all;
+#pragma omp parallel
+  {
+    Scratch sc;
+#pragma omp for schedule(dynamic, chunk)
+    for (int64_t r = 0; r < rows; ++r) all.add(body(r, sc), r);
+  }
+  return all.s;
+}
 
 // The row pass and its summary, into sc.ts and *sum; the row's status.  With `top2`, also what the scores need:
 // the two largest kept z and the entropy numerator *h_num.
@@ -289,40 +303,24 @@ Status categorical(Logits3<T> lg, int64_t num_samples, RngArgs rng, double tempe
   const int64_t rows = lg.B * lg.L;
   // Reported at row 0, as the CUDA kernel (which checks in every row) reports it.
   if (rows > 0 && !valid_exclude(excl, n_excl, lg.V)) return Status{kBadExclude, 0};
-  const double inv_tau = temperature > 0 ? 1.0 / temperature : 1.0;
-  auto input = [&](int64_t r) { return RowInput<T>{lg.row(r / lg.L, r % lg.L), lg.V, inv_tau, excl, n_excl}; };
-  StatusCollector sc_all;
+  auto input = [&](int64_t r) { return row_input(lg, r, temperature, excl, n_excl); };
   if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
     // Each gumbel draw reads the whole row, so draws rather than rows are spread over the threads.
     std::vector<RowSummary> sums(rows);
-#pragma omp parallel
-    {
-      Scratch sc;
-#pragma omp for schedule(dynamic, 4)
-      for (int64_t r = 0; r < rows; ++r) {
-        sc_all.add(summarize(input(r), sc, &sums[r]), r);
-      }
-    }
-    if (sc_all.s.row >= 0) return sc_all.s;
+    const Status st = for_rows(rows, 4, [&](int64_t r, Scratch& sc) { return summarize(input(r), sc, &sums[r]); });
+    if (st.row >= 0) return st;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int64_t i = 0; i < rows * num_samples; ++i) {
       const int64_t r = i / num_samples;
       tokens[i] = gumbel_row(input(r), rng, rng.row_offset + uint64_t(r), i % num_samples);
       logp[i] = token_logp(input(r), sums[r], tokens[i]);
     }
-    return sc_all.s;
+    return st;
   }
-#pragma omp parallel
-  {
-    Scratch sc;
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int32_t st = sample_row(input(r), temperature, f, precision, rng, rng.row_offset + uint64_t(r), num_samples,
-                                    sc, tokens + r * num_samples, logp + r * num_samples);
-      sc_all.add(st, r);
-    }
-  }
-  return sc_all.s;
+  return for_rows(rows, 4, [&](int64_t r, Scratch& sc) {
+    return sample_row(input(r), temperature, f, precision, rng, rng.row_offset + uint64_t(r), num_samples, sc,
+                      tokens + r * num_samples, logp + r * num_samples);
+  });
 }
 
 template <typename T>
@@ -330,46 +328,34 @@ Status sample_masked(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, const d
                      double temperature, const FilterArgs& f, Precision precision, int64_t* x_s) {
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
-  StatusCollector sc_all;
-#pragma omp parallel
-  {
-    Scratch sc;
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t b = r / lg.L;
-      if (!valid_probability(p_unmask[b])) {
-        sc_all.add(kBadPUnmask, r);
-        continue;
-      }
-      if (x_t[r] != mask_id) {
-        x_s[r] = x_t[r];
-        continue;
-      }
-      const uint64_t row = rng.row_offset + uint64_t(r);
-      const RowInput<T> in{lg.row(b, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl, 1};
-      if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
-        RowSummary sum;
-        const int32_t st = summarize(in, sc, &sum);
-        if (st == kOk) {
-          float best = 0.0f;
-          int64_t arg = -1;
-          gumbel_masked_scan(in, 0, lg.V, sum, p_unmask[b], mask_id, rng.seed, rng.offset, row, &best, &arg);
-          x_s[r] = arg;
-        }
-        sc_all.add(st, r);
-        continue;
-      }
-      const Philox4 blk = random_block(rng.seed, rng.offset, row, 0);
-      if (!(uniform53(blk.v[2], blk.v[3]) < p_unmask[b])) {
-        x_s[r] = mask_id;
-        continue;
-      }
-      double lp;
-      const int32_t st = sample_row(in, temperature, f, precision, rng, row, 1, sc, x_s + r, &lp);
-      sc_all.add(st, r);
+  return for_rows(rows, 16, [&](int64_t r, Scratch& sc) -> int32_t {
+    const int64_t b = r / lg.L;
+    if (!valid_probability(p_unmask[b])) return kBadPUnmask;
+    if (x_t[r] != mask_id) {
+      x_s[r] = x_t[r];
+      return kOk;
     }
-  }
-  return sc_all.s;
+    const uint64_t row = rng.row_offset + uint64_t(r);
+    const RowInput<T> in = row_input(lg, r, temperature, excl, 1);
+    if (precision == Precision::kFP32Gumbel && temperature > 0.0) {
+      RowSummary sum;
+      const int32_t st = summarize(in, sc, &sum);
+      if (st == kOk) {
+        float best = 0.0f;
+        int64_t arg = -1;
+        gumbel_masked_scan(in, 0, lg.V, sum, p_unmask[b], mask_id, rng.seed, rng.offset, row, &best, &arg);
+        x_s[r] = arg;
+      }
+      return st;
+    }
+    const Philox4 blk = random_block(rng.seed, rng.offset, row, 0);
+    if (!(uniform53(blk.v[2], blk.v[3]) < p_unmask[b])) {
+      x_s[r] = mask_id;
+      return kOk;
+    }
+    double lp;
+    return sample_row(in, temperature, f, precision, rng, row, 1, sc, x_s + r, &lp);
+  });
 }
 
 template <typename T>
@@ -378,26 +364,19 @@ Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
   std::vector<double> lp(size_t(rows * k), 0.0);
-  StatusCollector sc_all;
-#pragma omp parallel
-  {
-    Scratch sc;
-    std::vector<int64_t> tok(k);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t r = 0; r < rows; ++r) {
-      if (x_t[r] != mask_id) {
-        for (int64_t j = 0; j < k; ++j) x0[j * rows + r] = x_t[r];
-        continue;
-      }
-      const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0, excl,
-                           1};
-      const int32_t st = sample_row(in, temperature, f, precision, rng, rng.row_offset + uint64_t(r), k, sc,
-                                    tok.data(), lp.data() + r * k);
-      sc_all.add(st, r);
-      for (int64_t j = 0; j < k; ++j) x0[j * rows + r] = tok[j];
+  const Status st = for_rows(rows, 4, [&](int64_t r, Scratch& sc) -> int32_t {
+    if (x_t[r] != mask_id) {
+      for (int64_t j = 0; j < k; ++j) x0[j * rows + r] = x_t[r];
+      return kOk;
     }
-  }
-  if (sc_all.s.row >= 0) return sc_all.s;
+    sc.tok.resize(k);
+    int64_t* tok = sc.tok.data();
+    const int32_t code = sample_row(row_input(lg, r, temperature, excl, 1), temperature, f, precision, rng,
+                                    rng.row_offset + uint64_t(r), k, sc, tok, lp.data() + r * k);
+    for (int64_t j = 0; j < k; ++j) x0[j * rows + r] = tok[j];
+    return code;
+  });
+  if (st.row >= 0) return st;
   // Sequential over positions so the float64 sum has one fixed order (the CUDA kernel uses the same).
   for (int64_t j = 0; j < k; ++j)
     for (int64_t b = 0; b < lg.B; ++b) {
@@ -405,7 +384,7 @@ Status sample_candidates(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, int
       for (int64_t l = 0; l < lg.L; ++l) s += lp[(b * lg.L + l) * k + j];
       log_q[j * lg.B + b] = s;
     }
-  return sc_all.s;
+  return st;
 }
 
 template <typename T>
@@ -413,25 +392,18 @@ Status sample_scored(Logits3<T> lg, const int64_t* x_t, int64_t mask_id, RngArgs
                      const FilterArgs& f, int64_t* tokens, double* scores, int64_t* argmax) {
   const int64_t rows = lg.B * lg.L;
   const int64_t excl[1] = {mask_id};
-  StatusCollector sc_all;
-#pragma omp parallel
-  {
-    Scratch sc;
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t r = 0; r < rows; ++r) {
-      RowScores out = unread_scores();
-      tokens[r] = argmax[r] = x_t[r];
-      if (mask_id < 0 || x_t[r] == mask_id) {  // mask_id -1: every position is drawn, nothing excluded
-        const RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
-                             mask_id < 0 ? nullptr : excl, mask_id < 0 ? 0 : 1};
-        sc_all.add(score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out, argmax + r),
-                   r);
-      }
-      const double vals[kNumScores] = {out.p_draw, out.p_top1, out.p_top2, out.entropy};
-      for (int i = 0; i < kNumScores; ++i) scores[i * rows + r] = vals[i];
+  return for_rows(rows, 4, [&](int64_t r, Scratch& sc) {
+    RowScores out = unread_scores();
+    int32_t st = kOk;
+    tokens[r] = argmax[r] = x_t[r];
+    if (mask_id < 0 || x_t[r] == mask_id) {  // mask_id -1: every position is drawn, nothing excluded
+      const RowInput<T> in = row_input(lg, r, temperature, mask_id < 0 ? nullptr : excl, mask_id < 0 ? 0 : 1);
+      st = score_row(in, temperature, f, rng, rng.row_offset + uint64_t(r), sc, tokens + r, &out, argmax + r);
     }
-  }
-  return sc_all.s;
+    const double vals[kNumScores] = {out.p_draw, out.p_top1, out.p_top2, out.entropy};
+    for (int i = 0; i < kNumScores; ++i) scores[i * rows + r] = vals[i];
+    return st;
+  });
 }
 
 Status importance_resample(const double* E, int64_t B, int64_t k, RngArgs rng, double temperature, int64_t* index,

@@ -395,8 +395,8 @@ __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng,
   const int64_t mask_excl = job.mask_id;
   const bool own_excl = M != Mode::kCategorical;
   const bool no_mask = own_excl && job.mask_id < 0;
-  RowInput<T> in{lg.row(r / lg.L, r % lg.L), lg.V, temperature > 0 ? 1.0 / temperature : 1.0,
-                 no_mask ? nullptr : own_excl ? &mask_excl : excl, no_mask ? 0 : own_excl ? 1 : n_excl};
+  RowInput<T> in = row_input(lg, r, temperature, no_mask ? nullptr : own_excl ? &mask_excl : excl,
+                             no_mask ? 0 : own_excl ? 1 : n_excl);
   if (threadIdx.x == 0) sh.fault_bits = 0;
   __syncthreads();
   // Temperature 0 is the argmax, which every filter keeps; only the scored op still needs the distribution.
