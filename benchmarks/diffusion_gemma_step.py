@@ -12,7 +12,6 @@ stream.  As a script it measures one provider in a fresh process and prints a JS
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import measure_provider  # noqa: E402
+from harness import measure_provider, provider_parser  # noqa: E402
 
 B, CANVAS, V, BOUND = 4, 32, 262_144, 0.1
 
@@ -64,10 +63,7 @@ PROVIDERS = {"native": native_step, "engine": engine_step}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--provider", choices=sorted(PROVIDERS), required=True)
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    args = provider_parser(__doc__.splitlines()[0], PROVIDERS).parse_args(argv)
     fn = PROVIDERS[args.provider]
     x, current = logits(args.device), torch.zeros(B, CANVAS, dtype=torch.int64, device=args.device)
     figures = measure_provider(lambda: fn(x, current), args.device, repeats=5)

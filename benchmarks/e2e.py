@@ -10,7 +10,6 @@ As a script it measures one provider's peak extra memory in a fresh process and 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -22,7 +21,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import peak_extra_mb  # noqa: E402
+from harness import peak_extra_mb, provider_parser  # noqa: E402
 from reference_sampler import reference_sample  # noqa: E402
 
 SETTING = dict(n=4, seq_len=128, steps=32, is_size=4, is_window=(0.8, 1.0))
@@ -60,9 +59,7 @@ def run_reference(bert, gpt2, energy=True, seed=0):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--provider", choices=["ours", "reference"], required=True)
-    args = p.parse_args(argv)
+    args = provider_parser(__doc__.splitlines()[0], ["ours", "reference"], device=False).parse_args(argv)
     bert, gpt2 = build_models()
     fn = (lambda: run_ours(bert, gpt2)) if args.provider == "ours" else (lambda: run_reference(bert, gpt2))
     fn()  # warm-up: kernels, allocator, lazy inits

@@ -215,12 +215,19 @@ def fresh_process(script, *args, timeout=900) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def provider_parser(description: str, providers, device: bool = True) -> argparse.ArgumentParser:
+    """The command line of a benchmark script that runs one provider per fresh process: --provider (--device)."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--provider", choices=sorted(providers), required=True)
+    if device:
+        ap.add_argument("--device", default="cpu")
+    return ap
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Peak extra memory of one sample_candidates provider call.")
-    ap.add_argument("--provider", choices=sorted(CANDIDATE_PROVIDERS), required=True)
+    ap = provider_parser("Peak extra memory of one sample_candidates provider call.", CANDIDATE_PROVIDERS)
     ap.add_argument("--shape", type=int, nargs=3, default=[4, 256, 50257], metavar=("B", "L", "V"))
     ap.add_argument("--k", type=int, default=4)
-    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     print(json.dumps(measure_candidates_peak(args.provider, tuple(args.shape), args.k, args.device)))
 

@@ -13,7 +13,6 @@ line (the CPU has no allocator statistics, so the high-water mark of a fresh pro
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from harness import measure_provider  # noqa: E402
+from harness import measure_provider, provider_parser  # noqa: E402
 from llada_reference import llada_generate  # noqa: E402
 
 V, MASK = 126464, 126336
@@ -72,10 +71,7 @@ PROVIDERS = {"ours": run_ours, "llada": run_llada}
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--provider", choices=sorted(PROVIDERS), required=True)
-    p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    args = provider_parser(__doc__.splitlines()[0], PROVIDERS).parse_args(argv)
     model = TinyDenoiser().to(args.device)
     fn = PROVIDERS[args.provider]
     with torch.no_grad():
