@@ -121,13 +121,14 @@ class SampleConfig:
                                            "setting of a CausalLMEnergy you built", cli=dict(choices=ENERGY_POSITIONS))
 
     # --- speculative: the denoiser drafts, the AR energy verifies (PoE-Bridge), sampler="speculative"
-    particles: int = _opt(1, "speculative", "K chains per sequence; one is kept at the end by `selection`",
+    particles: int = _opt(1, "speculative", "K drafts per sequence and round; one segment is kept by `selection`",
                           cli=dict(type=int))
     poe_weight: float = _opt(0.0, "speculative", "w of the token-level target softmax((w l_D + (1 - w) l_AR) / T); 0 "
                              "is the AR model itself, sampled exactly", cli=dict(type=float))
-    selection: str = _opt("snis", "speculative", "how one of the K chains is kept: 'snis' (importance weights p_AR / "
-                          "target, consistent for p_AR) or 'argmax' (the released code's best-of-K reranking by mean "
-                          "l_AR - l_D: biased, for comparisons)", cli=dict(choices=SELECTIONS))
+    selection: str = _opt("snis", "speculative", "how each round keeps one of the K segments: 'snis' (resampling by "
+                          "the importance weights p_AR / target of its tokens, consistent for p_AR) or 'argmax' (the "
+                          "released code's best-of-K reranking by mean l_AR - l_D: biased, for comparisons)",
+                          cli=dict(choices=SELECTIONS))
     verify_window: int = _opt(8, "speculative", "W: drafted tokens per round, verified left to right",
                               cli=dict(type=int))
     lookahead: Optional[int] = _opt(None, "speculative", "masked positions the denoiser sees after the committed ones "

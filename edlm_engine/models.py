@@ -303,6 +303,13 @@ class AutoregressiveEnergy(Energy):
             weights = x_t == self.mask_id
         return -self.log_prob(x0, weights) + log_q.double()
 
+    def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
+        """The conditionals of a window moving left to right over ``x`` [B, L] (committed before ``start``), each
+        row repeated ``particles`` times: see :mod:`edlm_engine.ar_cache`.  This one re-reads whole rows."""
+        from .ar_cache import RecomputedConditionals
+
+        return RecomputedConditionals(self, x.shape[0] * particles, x.device)
+
     @staticmethod
     def positions_of(x: torch.Tensor, positions: Optional[torch.Tensor], device) -> torch.Tensor:
         """The [N, P] positions in [0, L) a ``log_probs`` call asks for (every position when None); the shape is
@@ -477,6 +484,17 @@ class CausalLMEnergy(AutoregressiveEnergy):
         given = torch.full_like(out[:, :1], float("-inf"))
         given[..., self.bos_id] = 0.0
         return torch.where((has_bos & (pos == 0))[..., None], given, out)
+
+    def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
+        """With the model's key/value cache where it is one plain tensor pair per layer (else as the base
+        class): the prefix is encoded once, each round reads only the window."""
+        from .ar_cache import CachedConditionals
+
+        if self.bos_id is None:
+            raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
+        if not CachedConditionals.supports(self.model):
+            return super().conditionals(x, start, particles, attention)
+        return CachedConditionals(self, x, start, particles, attention)
 
     @torch.no_grad()
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:

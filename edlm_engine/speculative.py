@@ -1,21 +1,24 @@
 """Speculative decoding with the diffusion model as drafter and the AR energy as verifier (PoE-Bridge family).
 
-Left to right, each row (a sequence, or one of its K particles) repeats a round until its sequence is complete:
-one denoiser call on the committed prefix and masks drafts ``y_j ~ q_j`` for the next ``verify_window`` positions
-(independently, from the denoiser's marginals given the prefix); one AR call, teacher-forced on the prefix and the
+Left to right, each sequence repeats a round until it is complete.  One denoiser call on the committed prefix and
+masks gives ``q_j`` for the next ``verify_window`` positions; each of the K particles drafts ``y_j ~ q_j`` there
+(independently, from the denoiser's marginals given the prefix).  One AR call, teacher-forced on each particle's
 drafts, gives the target ``pi_j = softmax((w l_D + (1 - w) l_AR) / T)`` at each; ``y_j`` is accepted with
 probability ``min(1, pi_j(y_j) / q_j(y_j))``, left to right; at the first rejection a token is drawn from
 ``normalize(max(0, pi_j - q_j))`` (``pi_j`` itself where that mass is 0), and when all are accepted one more from
-the next position's target.  This is exact for the chain of targets: with ``w = 0`` the AR model is sampled
-exactly.  With K particles, importance weights ``prod p_AR(y) / pi(y)`` over the emitted tokens pick one chain per
-sequence (``selection="snis"``, consistent for p_AR), or the released code's best-of-K rule does
-(``"argmax"``: the highest mean ``l_AR - l_D``, a biased reranker kept for comparisons).
+the next position's target.  Each particle's segment is thus exactly a draw of the chain of targets; with
+``w = 0`` the AR model is sampled exactly.
 
-Rows progress at their own pace; a round's randomness sits at offsets fixed by the row's own round count, and
-the denoiser and the AR model run on every row of the batch each round (finished rows ride along), so a
-sequence's tokens do not depend on its batch.  This first version verifies in PyTorch on the window's rows
-(float64 ``[K B, W, V]`` tensors) and recomputes the AR conditionals of the whole prefix each round; the fused
-verification kernel and the AR model's KV cache come next (see BENCHMARKS.md).
+With K particles, one segment per sequence is kept every round and forked to all particles (and the AR model's
+cache with it): ``selection="snis"`` resamples by the importance weights ``prod p_AR(y) / pi(y)`` over the
+segment's tokens, which corrects the segment towards p_AR (consistent in K: the segment boundaries depend only
+on the past, so the kept segments chain into a draw of p_AR); ``"argmax"`` is the released code's rule (the
+highest mean ``l_AR - l_D``: a biased reranker kept for comparisons).  Correcting a few tokens at a time keeps
+the weights far from degenerate, where one weight over the whole sequence is (as EDLM's are).
+
+Sequences progress at their own pace; a round's randomness sits at offsets fixed by its index, and the models
+run on every row of the batch each round (finished rows ride along), so a sequence's tokens do not depend on its
+batch.  Verification runs in PyTorch on the window's rows (float64 ``[B, K, W + 1, V]`` tensors).
 """
 
 from __future__ import annotations
@@ -35,13 +38,18 @@ def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return idx.clamp(max=weights.shape[-1] - 1)
 
 
+def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """values[..., index] along the last dimension, index shaped like values without it."""
+    return values.gather(-1, index[..., None]).squeeze(-1)
+
+
 @register_sampler
 class SpeculativeSampler(Sampler):
     """PoE-Bridge-style speculative decoding: denoiser drafts, AR verification, residual draws, K particles."""
 
     name = "speculative"
     supports_energy = True
-    DRAFT, ACCEPT, FIX = 0, 1, 2
+    DRAFT, ACCEPT, FIX, SELECT = 0, 1, 2, 3
 
     def steps(self) -> int:
         return self.state.seq_len - self.state.layout.gen_start  # at most one round per token
@@ -49,7 +57,7 @@ class SpeculativeSampler(Sampler):
     def check(self) -> None:
         super().check()
         state, cfg = self.state, self.cfg
-        if not hasattr(state.energy, "log_probs"):
+        if not hasattr(state.energy, "conditionals"):
             raise ValueError("sampler='speculative' verifies drafts with an autoregressive energy: a HuggingFace causal "
                              "LM or an edlm_engine.AREnergy, got " + type(state.energy).__name__)
         if cfg.temperature <= 0:
@@ -62,151 +70,158 @@ class SpeculativeSampler(Sampler):
 
     def run(self, x, first, bar):
         state, K = self.state, self.cfg.particles
-        B, L = x.shape
-        rows = x.repeat_interleave(K, 0)  # row b * K + k: particle k of sequence b
-        chain = _Chains(rows.shape[0], state.layout.gen_start, rows.device, first)
+        progress = _Progress(x.shape[0], state.layout.gen_start, x.device)
+        attention = state._rows("attention_mask", first, x.shape[0])
+        ar = state.energy.conditionals(x, state.layout.gen_start, K, attention)
         self.step = 0
-        while not bool(chain.done.all()):
+        while not bool(progress.done.all()):
             bar.update(1)
-            state.count_step(first, (~chain.done).view(B, K).any(1))
-            rows = self.round(rows, chain, first * K)
+            state.count_step(first, ~progress.done)
+            x = self.round(x, progress, ar, first)
             self.step += 1
-        self.record(chain, B, K)
-        keep = self.select(chain, B, K, first)
-        return rows.view(B, K, L)[torch.arange(B, device=x.device), keep]
+        progress.record(state.stats, ar.fed.view(-1, K).sum(1))
+        return x
 
-    def round(self, rows, chain, row0):
-        """One round for every row: draft, verify, commit."""
-        state, cfg = self.state, self.cfg
-        N, L = rows.shape
+    def round(self, x, progress, ar, first):
+        """One round for every sequence: draft K windows, verify them, keep one segment, commit it."""
+        state, cfg, K = self.state, self.cfg, self.cfg.particles
+        B, L = x.shape
         W = cfg.verify_window
-        pos = chain.c[:, None] + torch.arange(W + 1, device=rows.device)[None]  # the window and the next position
+        pos = progress.c[:, None] + torch.arange(W + 1, device=x.device)[None]  # the window and the next position
         valid = pos < L
         pos = pos.clamp(max=L - 1)
-        ar = torch.arange(N, device=rows.device)[:, None]
-        logits = state.at(self.denoise(rows, chain), pos).float()  # float32: the draft kernel reads these values
+        logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the draft kernel reads these
         d_log = torch.log_softmax(logits.double(), -1)
         d_log[..., state.mask_id] = float("-inf")
-        drafts, log_q = self.draft(logits[:, :W], row0)
-        verified = rows.clone()
-        verified[ar[:, :W].expand(N, W)[valid[:, :W]], pos[:, :W][valid[:, :W]]] = drafts[valid[:, :W]]
-        a_log = self.ar_log_probs(verified, pos, d_log.shape[-1])
-        target = self.target(d_log, a_log)
-        log_pi = target[:, :W].gather(-1, drafts[..., None]).squeeze(-1)
-        u = ops.uniform((N, W), seed=cfg.seed, offset=self._offset(self.ACCEPT), row_offset=row0 * W,
-                        device=rows.device)
-        accepted = (torch.log(u) < log_pi - log_q) & valid[:, :W]
-        n_acc = torch.cumprod(accepted.long(), 1).sum(1)
-        fix = self.fix_token(target, d_log, n_acc, row0)
-        return chain.commit(rows, drafts, fix, n_acc, pos, valid, (a_log, target, d_log), state)
+        drafts, log_q = self.draft(logits[:, :W], first)  # [B, K, W]
+        rows = x.repeat_interleave(K, 0)
+        window = valid[:, None, :W].expand(B, K, W).reshape(B * K, W)
+        rows[window.nonzero(as_tuple=True)[0], pos[:, :W].repeat_interleave(K, 0)[window]] = drafts.reshape(B * K, W)[window]
+        live = (~progress.done).repeat_interleave(K)
+        a_log = self.ar_log_probs(ar, rows, progress.c.repeat_interleave(K), live, d_log.shape[-1]).view(B, K, W + 1, -1)
+        target = self.target(d_log[:, None], a_log)
+        n_acc = self.verify(_at(target[:, :, :W], drafts) - log_q, valid, first)
+        fix = self.fix_token(target, d_log, n_acc, first)
+        tokens = torch.cat([drafts, drafts[..., :1]], -1).scatter(-1, n_acc[..., None], fix[..., None])
+        emit = (~progress.done)[:, None, None] & valid[:, None] & (torch.arange(W + 1, device=x.device) <= n_acc[..., None])
+        keep = self.select(tokens, emit, (a_log, target, d_log[:, None].expand_as(a_log)), first, progress)
+        ar.select((torch.arange(B, device=x.device) * K + keep).repeat_interleave(K))
+        chosen, emitted = tokens[torch.arange(B), keep], emit[torch.arange(B), keep]
+        ar.advance(emitted.sum(1).repeat_interleave(K))
+        progress.count(n_acc, valid, K)
+        return progress.commit(x, chosen, emitted, pos, state.eos_id)
+
+    def denoise(self, x, progress, first):
+        """The denoiser on every sequence; with a lookahead, the positions past it are hidden from models that
+        take an attention mask."""
+        state = self.state
+        t = (x == state.mask_id).double().mean(1)
+        hidden = None if self.cfg.lookahead is None else progress.c + self.cfg.lookahead
+        return state.denoise(x, t, first, hide_from=hidden)
+
+    def draft(self, logits, first):
+        """K draws y_j ~ q_j = softmax(l_D / T) (mask excluded) per window position, with log q_j(y_j): [B, K, W]."""
+        B, W, V = logits.shape
+        K = self.cfg.particles
+        tokens, logp = ops.categorical(logits.reshape(B * W, V), K, seed=self.cfg.seed,
+                                       offset=self._offset(self.DRAFT), temperature=self.cfg.temperature,
+                                       exclude=self.state.mask_id, row_offset=first * W)
+        return tokens.view(B, W, K).transpose(1, 2), logp.view(B, W, K).transpose(1, 2)
+
+    def ar_log_probs(self, ar, rows, c, live, V):
+        """The AR conditionals at the window and the next position, float64, widened with -inf (or cut) to the
+        denoiser's V ids."""
+        lp = torch.log_softmax(ar.window(rows, c, self.cfg.verify_window + 1, live).to(rows.device).double(), -1)
+        if lp.shape[-1] < V:
+            lp = torch.cat([lp, lp.new_full((*lp.shape[:2], V - lp.shape[-1]), float("-inf"))], -1)
+        return lp[..., :V]
 
     def target(self, d_log, a_log):
         """log pi = log_softmax((w l_D + (1 - w) l_AR) / T), the mask excluded (an end weight of 0 or 1 drops a
         term, so its -inf entries give no 0 * -inf)."""
         w = self.cfg.poe_weight
-        mixed = a_log.clone() if w == 0 else d_log.clone() if w == 1 else w * d_log + (1.0 - w) * a_log
+        mixed = a_log.clone() if w == 0 else d_log.expand_as(a_log).clone() if w == 1 else w * d_log + (1.0 - w) * a_log
         mixed[..., self.state.mask_id] = float("-inf")
         return torch.log_softmax(mixed / self.cfg.temperature, -1)
 
-    def denoise(self, rows, chain):
-        """The denoiser on every row (each particle sees its sequence's prompt and padding); with a lookahead,
-        the positions past it are hidden from models that take an attention mask."""
-        state, K = self.state, self.cfg.particles
-        t = (rows == state.mask_id).double().mean(1)
-        hidden = None if self.cfg.lookahead is None else chain.c + self.cfg.lookahead
-        return state.denoise(rows, t, chain.first, particles=K, hide_from=hidden)
+    def verify(self, log_ratio, valid, first):
+        """Accept y_j while u_j < pi_j(y_j) / q_j(y_j), left to right: the run length [B, K]."""
+        B, K, W = log_ratio.shape
+        u = ops.uniform((B * K, W), seed=self.cfg.seed, offset=self._offset(self.ACCEPT), row_offset=first * K * W,
+                        device=log_ratio.device)
+        accepted = (torch.log(u).view(B, K, W) < log_ratio) & valid[:, None, :W]
+        return torch.cumprod(accepted.long(), -1).sum(-1)
 
-    def draft(self, logits, row0):
-        """y_j ~ q_j = softmax(l_D / T) (mask excluded) for each window position, with log q_j(y_j)."""
-        N, W, V = logits.shape
-        tokens, logp = ops.categorical(logits.reshape(N * W, V), 1, seed=self.cfg.seed,
-                                       offset=self._offset(self.DRAFT), temperature=self.cfg.temperature,
-                                       exclude=self.state.mask_id, row_offset=row0 * W)
-        return tokens.view(N, W), logp.view(N, W)
-
-    def ar_log_probs(self, rows, pos, V):
-        """The energy's conditionals at the window's positions, widened with -inf to the denoiser's V ids."""
-        lp = self.state.energy.log_probs(rows, pos).to(rows.device).double()
-        if lp.shape[-1] < V:
-            lp = torch.cat([lp, lp.new_full((*lp.shape[:2], V - lp.shape[-1]), float("-inf"))], -1)
-        return lp[..., :V]
-
-    def fix_token(self, target, d_log, n_acc, row0):
+    def fix_token(self, target, d_log, n_acc, first):
         """At the first rejection a draw from normalize(max(0, pi - q)) (pi where that is 0); after a fully accepted
-        window, a draw from the next position's pi."""
-        N, W = target.shape[0], self.cfg.verify_window
-        ar = torch.arange(N, device=target.device)
-        pi = target[ar, n_acc].exp()
-        q = torch.softmax(d_log[ar, n_acc] / self.cfg.temperature, -1)  # the draft's distribution, as drawn
+        window, a draw from the next position's pi.  [B, K]."""
+        B, K = n_acc.shape
+        W = self.cfg.verify_window
+        pi = target.gather(2, n_acc[..., None, None].expand(B, K, 1, target.shape[-1])).squeeze(2).exp()
+        d_at = d_log.gather(1, n_acc[..., None].expand(B, K, d_log.shape[-1]))
+        q = torch.softmax(d_at / self.cfg.temperature, -1)  # the draft's distribution, as drawn
         residual = (pi - q).clamp(min=0.0)
-        use_residual = (n_acc < W)[:, None] & (residual.sum(-1) > 0)[:, None]
-        weights = torch.where(use_residual, residual, pi)
-        u = ops.uniform((N,), seed=self.cfg.seed, offset=self._offset(self.FIX), row_offset=row0, device=pi.device)
-        return _inverse_cdf(weights, u)
+        use_residual = (n_acc < W)[..., None] & (residual.sum(-1) > 0)[..., None]
+        weights = torch.where(use_residual, residual, pi).view(B * K, -1)
+        u = ops.uniform((B * K,), seed=self.cfg.seed, offset=self._offset(self.FIX), row_offset=first * K,
+                        device=pi.device)
+        return _inverse_cdf(weights, u).view(B, K)
 
-    def record(self, chain, B, K):
-        """Per-sequence costs (a sequence's denoiser and AR calls are its slowest particle's rounds; its AR tokens
-        all its particles') and the acceptance rate, accumulated over the batches."""
-        totals = self.state.stats.setdefault("speculative", dict(sequences=0, calls=0, ar_tokens=0, accepted=0,
-                                                                  drafted=0))
-        totals["sequences"] += B
-        totals["calls"] += int(chain.rounds.view(B, K).max(1).values.sum())
-        totals["ar_tokens"] += int(chain.ar_tokens.sum())
-        totals["accepted"] += int(chain.accepted)
-        totals["drafted"] += int(chain.drafted)
-
-    def select(self, chain, B, K, first):
-        """One particle per sequence: importance resampling on log p_AR - log pi, or the released argmax rule."""
+    def select(self, tokens, emit, logs, first, progress):
+        """The particle each sequence keeps this round: importance resampling on log p_AR - log pi over its
+        segment, or the released argmax of the mean l_AR - l_D.  [B]."""
+        B, K = emit.shape[:2]
         if K == 1:
-            return torch.zeros(B, dtype=torch.int64, device=chain.c.device)
+            return torch.zeros(B, dtype=torch.int64, device=tokens.device)
+        log_ar, log_pi, log_d = (_at(lp, tokens) for lp in logs)
         if self.cfg.selection == "argmax":
-            return (chain.log_ratio / chain.emitted.clamp(min=1)).view(B, K).argmax(1)
-        index, ess = ops.importance_resample(-chain.log_weight.view(B, K), seed=self.cfg.seed,
-                                             offset=self.STRIDE * self.state.seq_len, row_offset=first)
-        self.state.ess.append(ess)
+            return (torch.where(emit, log_ar - log_d, 0.0).sum(-1) / emit.sum(-1).clamp(min=1)).argmax(1)
+        log_w = torch.where(emit, log_ar - log_pi, 0.0).sum(-1)
+        index, ess = ops.importance_resample(-log_w, seed=self.cfg.seed, offset=self._offset(self.SELECT),
+                                             row_offset=first)
+        self.state.ess.append(ess[~progress.done])
         return index
 
 
-class _Chains:
-    """Per-row progress of the speculative rounds: committed length, weights and counters."""
+class _Progress:
+    """Per-sequence progress of the rounds: committed length, finished rows and counters."""
 
-    def __init__(self, N, start, device, first):
-        self.first, self.start = first, start
-        self.c = torch.full((N,), start, dtype=torch.int64, device=device)
-        self.done = torch.zeros(N, dtype=torch.bool, device=device)
-        self.log_weight = torch.zeros(N, dtype=torch.float64, device=device)
-        self.log_ratio = torch.zeros(N, dtype=torch.float64, device=device)
-        self.emitted = torch.zeros(N, dtype=torch.int64, device=device)
-        self.rounds = torch.zeros(N, dtype=torch.int64, device=device)
-        self.ar_tokens = torch.zeros(N, dtype=torch.int64, device=device)
+    def __init__(self, B, start, device):
+        self.start = start
+        self.c = torch.full((B,), start, dtype=torch.int64, device=device)
+        self.done = torch.zeros(B, dtype=torch.bool, device=device)
+        self.rounds = torch.zeros(B, dtype=torch.int64, device=device)
         self.accepted = torch.zeros((), dtype=torch.int64, device=device)  # read back once, at the end
         self.drafted = torch.zeros((), dtype=torch.int64, device=device)
 
-    def commit(self, rows, drafts, fix, n_acc, pos, valid, logs, state):
-        """Write the accepted drafts and the fixing token of each unfinished row; update weights and counters."""
-        N, W = drafts.shape
+    def count(self, n_acc, valid, K):
+        """Rounds per sequence; accepted and drafted tokens over all particles."""
         live = ~self.done
-        ar = torch.arange(N, device=rows.device)
-        j = torch.arange(W + 1, device=rows.device)[None]
-        tokens = torch.cat([drafts, drafts[:, :1]], 1)
-        tokens[ar, n_acc] = fix
-        emit = live[:, None] & valid & (j <= n_acc[:, None])
-        out = rows.clone()
-        out[ar[:, None].expand_as(pos)[emit], pos[emit]] = tokens[emit]
-        log_ar, log_pi, log_d = (lp.gather(-1, tokens[..., None]).squeeze(-1) for lp in logs)
-        self.log_weight += torch.where(emit, log_ar - log_pi, 0.0).sum(1)
-        self.log_ratio += torch.where(emit, log_ar - log_d, 0.0).sum(1)
-        self.emitted += emit.sum(1)
         self.rounds += live.long()
-        self.ar_tokens += torch.where(live, self.c + W, 0)
-        self.accepted += (emit[:, :W] & (j[:, :W] < n_acc[:, None])).sum()
-        self.drafted += (live[:, None] & valid[:, :W]).sum()
-        self.c = torch.where(live, self.c + emit.sum(1), self.c)
-        self.done = self.c >= rows.shape[1]
-        if state.eos_id is not None:
-            out, ended = _end_at_eos(out, tokens, emit, state.eos_id, self.start)
+        self.accepted += torch.where(live[:, None], n_acc, 0).sum()  # runs stop at the end of a row
+        self.drafted += (live[:, None] & valid[:, :-1]).sum() * K
+
+    def commit(self, x, tokens, emit, pos, eos_id):
+        """Write each sequence's kept segment; finished sequences (full, or past an EOS) stop."""
+        B = x.shape[0]
+        out = x.clone()
+        out[torch.arange(B, device=x.device)[:, None].expand_as(pos)[emit], pos[emit]] = tokens[emit]
+        self.c = self.c + emit.sum(1)
+        self.done = self.c >= x.shape[1]
+        if eos_id is not None:
+            out, ended = _end_at_eos(out, tokens, emit, eos_id, self.start)
             self.done |= ended
         return out
+
+    def record(self, stats, ar_tokens):
+        """Per-sequence costs (one denoiser and one AR call per round serve all K particles; AR tokens count all
+        particles') and the acceptance rate, accumulated over the batches."""
+        totals = stats.setdefault("speculative", dict(sequences=0, calls=0, ar_tokens=0, accepted=0, drafted=0))
+        totals["sequences"] += self.c.shape[0]
+        totals["calls"] += int(self.rounds.sum())
+        totals["ar_tokens"] += int(ar_tokens.sum())
+        totals["accepted"] += int(self.accepted)
+        totals["drafted"] += int(self.drafted)
 
 
 def _end_at_eos(rows, tokens, emit, eos_id, start):
