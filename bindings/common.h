@@ -285,6 +285,77 @@ inline at::Tensor prepare_uniform(const at::Tensor& like, int64_t seed, int64_t 
   return at::empty(like.sizes(), like.options().dtype(at::kDouble));
 }
 
+// speculative_verify: denoiser logits [B, W + 1, V] shared by the K particles of a sequence, AR logits
+// [B K, W + 1, Va], drafts [B K, W], n_valid [B K].
+struct VerifyTensors {
+  at::Tensor drafts, n_valid, n_acc, fix, log_q, log_pa, log_pi;
+  RngArgs rng;
+  int64_t K, W;
+};
+
+inline VerifyTensors prepare_speculative_verify(const at::Tensor& d_logits, const at::Tensor& ar_logits,
+                                                const at::Tensor& drafts, const at::Tensor& n_valid, double poe_weight,
+                                                double temperature, int64_t mask_id, int64_t seed, int64_t offset,
+                                                int64_t row_offset) {
+  const char* op = "edlm_engine.ops.speculative_verify";
+  check_logits(d_logits, 3, op);
+  check_logits(ar_logits, 3, op);
+  check_same_device(d_logits, ar_logits, "d_logits", "ar_logits", op);
+  check_same_device(d_logits, drafts, "d_logits", "drafts", op);
+  check_same_device(d_logits, n_valid, "d_logits", "n_valid", op);
+  TORCH_CHECK_TYPE(ar_logits.scalar_type() == d_logits.scalar_type(), op, ": ar_logits must have d_logits' dtype ",
+                   d_logits.scalar_type(), ", got ", ar_logits.scalar_type());
+  const int64_t B = d_logits.size(0), W = d_logits.size(1) - 1, N = ar_logits.size(0);
+  TORCH_CHECK_VALUE(W >= 1, op, ": d_logits must hold W + 1 >= 2 positions per sequence, got ", d_logits.sizes());
+  TORCH_CHECK_VALUE(ar_logits.size(1) == W + 1 && B > 0 && N % B == 0, op, ": ar_logits must have shape [K B, W + 1 = ",
+                    W + 1, ", Va] for d_logits ", d_logits.sizes(), ", got ", ar_logits.sizes());
+  TORCH_CHECK_TYPE(drafts.scalar_type() == at::kLong && n_valid.scalar_type() == at::kLong, op,
+                   ": drafts and n_valid must be int64, got ", drafts.scalar_type(), " and ", n_valid.scalar_type());
+  TORCH_CHECK_VALUE(drafts.dim() == 2 && drafts.size(0) == N && drafts.size(1) == W, op, ": drafts must have shape [",
+                    N, ", ", W, "], got ", drafts.sizes());
+  TORCH_CHECK_VALUE(n_valid.dim() == 1 && n_valid.size(0) == N, op, ": n_valid must have shape [", N, "], got ",
+                    n_valid.sizes());
+  TORCH_CHECK_VALUE(poe_weight >= 0.0 && poe_weight <= 1.0, op, ": poe_weight must be in [0, 1], got ", poe_weight);
+  TORCH_CHECK_VALUE(temperature > 0.0 && temperature < 1.0 / 0.0, op, ": temperature must be > 0 and finite, got ",
+                    temperature);
+  TORCH_CHECK_VALUE(mask_id >= -1 && mask_id < d_logits.size(2), op, ": mask_id must be in [0, V) = [0, ",
+                    d_logits.size(2), ") or -1 (none), got ", mask_id);
+  VerifyTensors a;
+  a.rng = make_rng(seed, offset, row_offset * (W + 1), N * (W + 1), op);  // slot s of particle n: (row_offset + n)(W + 1) + s
+  a.rng.row_offset = uint64_t(row_offset);
+  a.K = N / B;
+  a.W = W;
+  a.drafts = drafts.contiguous();
+  a.n_valid = n_valid.contiguous();
+  const auto opts = drafts.options();
+  a.n_acc = at::empty({N}, opts);
+  a.fix = at::empty({N}, opts);
+  a.log_q = at::empty({N, W + 1}, opts.dtype(at::kDouble));
+  a.log_pa = at::empty_like(a.log_q);
+  a.log_pi = at::empty_like(a.log_q);
+  return a;
+}
+
+template <typename T>
+VerifyArgs<T> verify_args(const VerifyTensors& a, const at::Tensor& d_logits, const at::Tensor& ar_logits,
+                          double poe_weight, double temperature, int64_t mask_id) {
+  return VerifyArgs<T>{view3<T>(d_logits), view3<T>(ar_logits), a.drafts.const_data_ptr<int64_t>(),
+                       a.n_valid.const_data_ptr<int64_t>(), a.K, a.W, poe_weight, temperature, mask_id};
+}
+
+inline void raise_verify_status(Status s, int64_t V) {
+  const char* op = "edlm_engine.ops.speculative_verify";
+  TORCH_CHECK_VALUE(s.code != kBadTarget, op, ": drafts[", s.row, "] holds the mask id or an id outside [0, V) = [0, ", V,
+                    "): drafts come from q, which never draws those");
+  raise_status(s, op, "the logits of particle", 0, V);
+}
+
+inline VerifyOut verify_out(VerifyTensors& a) {
+  return VerifyOut{a.n_acc.mutable_data_ptr<int64_t>(), a.fix.mutable_data_ptr<int64_t>(),
+                   a.log_q.mutable_data_ptr<double>(), a.log_pa.mutable_data_ptr<double>(),
+                   a.log_pi.mutable_data_ptr<double>()};
+}
+
 // token_logprob ([R, V] logits, [R] targets) and sequence_logprob ([N, L, V], [N, L]).
 struct LogprobArgs {
   at::Tensor targets, weights, rows;

@@ -4,6 +4,7 @@
 
 #include "../csrc/cpu/logprob.h"
 #include "../csrc/cpu/sampling.h"
+#include "../csrc/cpu/speculative.h"
 #include "common.h"
 
 namespace edlm {
@@ -114,6 +115,22 @@ at::Tensor sequence_logprob_cpu(const at::Tensor& logits, const at::Tensor& targ
   return logprob_cpu(logits, targets, weights, 3, "edlm_engine.ops.sequence_logprob");
 }
 
+using VerifyResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+VerifyResult speculative_verify_cpu(const at::Tensor& d_logits, const at::Tensor& ar_logits, const at::Tensor& drafts,
+                                    const at::Tensor& n_valid, double poe_weight, double temperature, int64_t mask_id,
+                                    int64_t seed, int64_t offset, int64_t row_offset) {
+  const char* op = "edlm_engine.ops.speculative_verify";
+  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed,
+                                      offset, row_offset);
+  const Status s = EDLM_DISPATCH_LOGITS(d_logits.scalar_type(), op, [&] {
+    return cpu::speculative_verify(verify_args<scalar_t>(a, d_logits, ar_logits, poe_weight, temperature, mask_id),
+                                   a.rng, verify_out(a));
+  });
+  raise_verify_status(s, d_logits.size(-1));
+  return {a.n_acc, a.fix, a.log_q, a.log_pa, a.log_pi};
+}
+
 }  // namespace
 }  // namespace bind
 }  // namespace edlm
@@ -131,6 +148,10 @@ TORCH_LIBRARY(edlm_engine, m) {
   m.def(
       "sample_scored(Tensor logits, Tensor x_t, int mask_id, int seed, int offset, float temperature, int top_k, "
       "float top_p, float min_p, int row_offset) -> (Tensor, Tensor, Tensor)");
+  m.def(
+      "speculative_verify(Tensor d_logits, Tensor ar_logits, Tensor drafts, Tensor n_valid, float poe_weight, "
+      "float temperature, int mask_id, int seed, int offset, int row_offset) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)");
   m.def("importance_resample(Tensor energies, int seed, int offset, float temperature, int row_offset) -> (Tensor, Tensor)");
   m.def("uniform(Tensor like, int seed, int offset, int row_offset) -> Tensor");
   m.def("token_logprob(Tensor logits, Tensor targets, Tensor? weights) -> Tensor");
@@ -142,6 +163,7 @@ TORCH_LIBRARY_IMPL(edlm_engine, CPU, m) {
   m.impl("sample_masked", &edlm::bind::sample_masked_cpu);
   m.impl("sample_candidates", &edlm::bind::sample_candidates_cpu);
   m.impl("sample_scored", &edlm::bind::sample_scored_cpu);
+  m.impl("speculative_verify", &edlm::bind::speculative_verify_cpu);
   m.impl("importance_resample", &edlm::bind::importance_resample_cpu);
   m.impl("uniform", &edlm::bind::uniform_cpu);
   m.impl("token_logprob", &edlm::bind::token_logprob_cpu);

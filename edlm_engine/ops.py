@@ -22,6 +22,7 @@ __all__ = [
     "sample_scored",
     "SCORES",
     "importance_resample",
+    "speculative_verify",
     "uniform",
     "token_logprob",
     "sequence_logprob",
@@ -391,6 +392,74 @@ def sample_scored(
     return _ops.sample_scored(logits, x_t, mask_id, seed, offset, temperature, *filters, row_offset)
 
 
+def speculative_verify(
+    d_logits: torch.Tensor,
+    ar_logits: torch.Tensor,
+    drafts: torch.Tensor,
+    n_valid: torch.Tensor,
+    *,
+    poe_weight: float = 0.0,
+    temperature: float = 1.0,
+    mask_id: int = -1,
+    seed: int,
+    offset: int = 0,
+    row_offset: int = 0,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Verify each particle's drafted window against the target ``pi = softmax((w l_D + (1 - w) l_AR) / T)``.
+
+    Particle ``n`` (of sequence ``n // K``) drafted ``drafts[n, j] ~ q_j = softmax(l_D / T)`` at window position
+    ``j``; its drafts are accepted left to right while ``u_j < pi_j(y_j) / q_j(y_j)``, and at the first rejection
+    a token is drawn from ``normalize(max(0, pi_j - q_j))`` (``pi_j`` where that mass is 0), or from ``pi_W`` when
+    all ``W`` drafts pass.  One pass per row and position normalizes q, p_AR and pi in float64; nothing
+    ``[K, W, V]``-sized is written.  ``mask_id`` is never drawn (-1: none); AR ids at or past ``Va`` have
+    probability 0 under pi, and pi covers the denoiser's ``V`` ids.
+
+    Parameters
+    ----------
+    d_logits : float Tensor [B, W + 1, V]
+        The denoiser's logits at the window and the next position, shared by the sequence's K particles.
+    ar_logits : Tensor [B K, W + 1, Va], d_logits' dtype
+        The AR model's logits (any normalization) at the same positions, teacher-forced on each particle's drafts.
+    drafts : int64 Tensor [B K, W]
+    n_valid : int64 Tensor [B K]
+        Window positions inside the sequence (``min(W + 1, L - c)``; 0 for a finished row, which is not read).
+    poe_weight, temperature : float
+        ``w`` in [0, 1] and ``T > 0``.
+    seed, offset, row_offset : int
+        As in :func:`categorical`; ``row_offset`` is the global index of the first particle.  Slot ``s`` of
+        particle ``n`` uses ``uniform`` row ``(row_offset + n) (W + 1) + s``: slots ``0 .. W - 1`` test the drafts,
+        slot ``W`` draws the fixing token.
+
+    Returns
+    -------
+    n_acc : int64 Tensor [B K]
+        Accepted drafts (the run length).
+    fix : int64 Tensor [B K]
+        The token at position ``n_acc`` (-1 when the sequence ends first).
+    log_q, log_pa, log_pi : float64 Tensor [B K, W + 1]
+        At each emitted position ``j <= n_acc``: log q, log p_AR and log pi of the emitted token (0 beyond).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from edlm_engine import ops
+    >>> d = torch.zeros(1, 3, 4)                      # a uniform draft, W = 2
+    >>> n_acc, fix, log_q, log_pa, log_pi = ops.speculative_verify(d, d.clone(), torch.tensor([[1, 2]]),
+    ...                                                             torch.tensor([3]), seed=0)
+    >>> int(n_acc), int(fix) in range(4)             # the target equals the draft: all accepted
+    (2, True)
+    """
+    for name, x in (("d_logits", d_logits), ("ar_logits", ar_logits), ("drafts", drafts), ("n_valid", n_valid)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a Tensor, got {type(x).__name__}")
+    temperature = float(temperature)
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0 (the acceptance test divides by it), got {temperature}")
+    seed, offset, temperature, _, row_offset = _check_common(seed, offset, temperature, "fp64", row_offset)
+    return _ops.speculative_verify(d_logits, ar_logits, drafts, n_valid, float(poe_weight), temperature,
+                                   _check_int("mask_id", mask_id, -1), seed, offset, row_offset)
+
+
 def importance_resample(
     energies: torch.Tensor,
     *,
@@ -692,3 +761,11 @@ def _sample_scored_fake(logits, x_t, mask_id, seed, offset, temperature, top_k, 
 def _importance_resample_fake(energies, seed, offset, temperature, row_offset):
     B = energies.shape[0]
     return energies.new_empty((B,), dtype=torch.int64), energies.new_empty((B,), dtype=torch.float64)
+
+
+@torch.library.register_fake("edlm_engine::speculative_verify")
+def _speculative_verify_fake(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed, offset,
+                             row_offset):
+    N, W = drafts.shape
+    logs = [drafts.new_empty((N, W + 1), dtype=torch.float64) for _ in range(3)]
+    return (drafts.new_empty((N,)), drafts.new_empty((N,)), *logs)

@@ -18,7 +18,8 @@ the weights far from degenerate, where one weight over the whole sequence is (as
 
 Sequences progress at their own pace; a round's randomness sits at offsets fixed by its index, and the models
 run on every row of the batch each round (finished rows ride along), so a sequence's tokens do not depend on its
-batch.  Verification runs in PyTorch on the window's rows (float64 ``[B, K, W + 1, V]`` tensors).
+batch.  The accept tests and the fixing draw are one kernel (:func:`edlm_engine.ops.speculative_verify`), which
+normalizes each window row in float64 as it reads it: no ``[K, W, V]`` float64 tensor is made.
 """
 
 from __future__ import annotations
@@ -31,25 +32,13 @@ from .samplers import Sampler, register_sampler
 __all__ = ["SpeculativeSampler"]
 
 
-def _inverse_cdf(weights: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The index where the float64 running sum of each row's weights passes u times its total."""
-    cum = torch.cumsum(weights, -1)
-    idx = torch.searchsorted(cum, (u * cum[:, -1])[:, None], right=True).squeeze(1)
-    return idx.clamp(max=weights.shape[-1] - 1)
-
-
-def _at(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """values[..., index] along the last dimension, index shaped like values without it."""
-    return values.gather(-1, index[..., None]).squeeze(-1)
-
-
 @register_sampler
 class SpeculativeSampler(Sampler):
     """PoE-Bridge-style speculative decoding: denoiser drafts, AR verification, residual draws, K particles."""
 
     name = "speculative"
     supports_energy = True
-    DRAFT, ACCEPT, FIX, SELECT = 0, 1, 2, 3
+    DRAFT, VERIFY, SELECT = 0, 1, 2
 
     def steps(self) -> int:
         return self.state.seq_len - self.state.layout.gen_start  # at most one round per token
@@ -90,25 +79,26 @@ class SpeculativeSampler(Sampler):
         pos = progress.c[:, None] + torch.arange(W + 1, device=x.device)[None]  # the window and the next position
         valid = pos < L
         pos = pos.clamp(max=L - 1)
-        logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the draft kernel reads these
-        d_log = torch.log_softmax(logits.double(), -1)
-        d_log[..., state.mask_id] = float("-inf")
-        drafts, log_q = self.draft(logits[:, :W], first)  # [B, K, W]
-        rows = x.repeat_interleave(K, 0)
-        window = valid[:, None, :W].expand(B, K, W).reshape(B * K, W)
-        rows[window.nonzero(as_tuple=True)[0], pos[:, :W].repeat_interleave(K, 0)[window]] = drafts.reshape(B * K, W)[window]
+        logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the kernels read these values
+        drafts = self.draft(logits[:, :W], first).reshape(B * K, W)
+        # Each particle's row with its drafts; window slots past the end write to a spare column, dropped after.
+        rows = torch.cat([x, x[:, :1]], 1).repeat_interleave(K, 0)
+        rows.scatter_(1, torch.where(valid[:, :W], pos[:, :W], L).repeat_interleave(K, 0), drafts)
+        rows = rows[:, :L]
         live = (~progress.done).repeat_interleave(K)
-        a_log = self.ar_log_probs(ar, rows, progress.c.repeat_interleave(K), live, d_log.shape[-1]).view(B, K, W + 1, -1)
-        target = self.target(d_log[:, None], a_log)
-        n_acc = self.verify(_at(target[:, :, :W], drafts) - log_q, valid, first)
-        fix = self.fix_token(target, d_log, n_acc, first)
-        tokens = torch.cat([drafts, drafts[..., :1]], -1).scatter(-1, n_acc[..., None], fix[..., None])
-        emit = (~progress.done)[:, None, None] & valid[:, None] & (torch.arange(W + 1, device=x.device) <= n_acc[..., None])
-        keep = self.select(tokens, emit, (a_log, target, d_log[:, None].expand_as(a_log)), first, progress)
+        ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device).float()
+        n_valid = torch.where(live, valid.sum(1).repeat_interleave(K), 0)
+        n_acc, fix, *logs = ops.speculative_verify(logits, ar_logits, drafts, n_valid, poe_weight=cfg.poe_weight,
+                                                   temperature=cfg.temperature, mask_id=state.mask_id, seed=cfg.seed,
+                                                   offset=self._offset(self.VERIFY), row_offset=first * K)
+        tokens = torch.cat([drafts, drafts[:, :1]], 1).scatter(1, n_acc[:, None], fix[:, None]).view(B, K, W + 1)
+        j = torch.arange(W + 1, device=x.device)
+        emit = ((j < n_valid[:, None]) & (j <= n_acc[:, None])).view(B, K, W + 1)
+        keep = self.select(emit, [lp.view(B, K, W + 1) for lp in logs], first, progress)
         ar.select((torch.arange(B, device=x.device) * K + keep).repeat_interleave(K))
         chosen, emitted = tokens[torch.arange(B), keep], emit[torch.arange(B), keep]
         ar.advance(emitted.sum(1).repeat_interleave(K))
-        progress.count(n_acc, valid, K)
+        progress.count(n_acc.view(B, K), valid, K)
         return progress.commit(x, chosen, emitted, pos, state.eos_id)
 
     def denoise(self, x, progress, first):
@@ -120,63 +110,24 @@ class SpeculativeSampler(Sampler):
         return state.denoise(x, t, first, hide_from=hidden)
 
     def draft(self, logits, first):
-        """K draws y_j ~ q_j = softmax(l_D / T) (mask excluded) per window position, with log q_j(y_j): [B, K, W]."""
+        """K draws y_j ~ q_j = softmax(l_D / T) (mask excluded) per window position: [B, K, W]."""
         B, W, V = logits.shape
         K = self.cfg.particles
-        tokens, logp = ops.categorical(logits.reshape(B * W, V), K, seed=self.cfg.seed,
+        tokens, _ = ops.categorical(logits.reshape(B * W, V), K, seed=self.cfg.seed,
                                        offset=self._offset(self.DRAFT), temperature=self.cfg.temperature,
                                        exclude=self.state.mask_id, row_offset=first * W)
-        return tokens.view(B, W, K).transpose(1, 2), logp.view(B, W, K).transpose(1, 2)
+        return tokens.view(B, W, K).transpose(1, 2)
 
-    def ar_log_probs(self, ar, rows, c, live, V):
-        """The AR conditionals at the window and the next position, float64, widened with -inf (or cut) to the
-        denoiser's V ids."""
-        lp = torch.log_softmax(ar.window(rows, c, self.cfg.verify_window + 1, live).to(rows.device).double(), -1)
-        if lp.shape[-1] < V:
-            lp = torch.cat([lp, lp.new_full((*lp.shape[:2], V - lp.shape[-1]), float("-inf"))], -1)
-        return lp[..., :V]
-
-    def target(self, d_log, a_log):
-        """log pi = log_softmax((w l_D + (1 - w) l_AR) / T), the mask excluded (an end weight of 0 or 1 drops a
-        term, so its -inf entries give no 0 * -inf)."""
-        w = self.cfg.poe_weight
-        mixed = a_log.clone() if w == 0 else d_log.expand_as(a_log).clone() if w == 1 else w * d_log + (1.0 - w) * a_log
-        mixed[..., self.state.mask_id] = float("-inf")
-        return torch.log_softmax(mixed / self.cfg.temperature, -1)
-
-    def verify(self, log_ratio, valid, first):
-        """Accept y_j while u_j < pi_j(y_j) / q_j(y_j), left to right: the run length [B, K]."""
-        B, K, W = log_ratio.shape
-        u = ops.uniform((B * K, W), seed=self.cfg.seed, offset=self._offset(self.ACCEPT), row_offset=first * K * W,
-                        device=log_ratio.device)
-        accepted = (torch.log(u).view(B, K, W) < log_ratio) & valid[:, None, :W]
-        return torch.cumprod(accepted.long(), -1).sum(-1)
-
-    def fix_token(self, target, d_log, n_acc, first):
-        """At the first rejection a draw from normalize(max(0, pi - q)) (pi where that is 0); after a fully accepted
-        window, a draw from the next position's pi.  [B, K]."""
-        B, K = n_acc.shape
-        W = self.cfg.verify_window
-        pi = target.gather(2, n_acc[..., None, None].expand(B, K, 1, target.shape[-1])).squeeze(2).exp()
-        d_at = d_log.gather(1, n_acc[..., None].expand(B, K, d_log.shape[-1]))
-        q = torch.softmax(d_at / self.cfg.temperature, -1)  # the draft's distribution, as drawn
-        residual = (pi - q).clamp(min=0.0)
-        use_residual = (n_acc < W)[..., None] & (residual.sum(-1) > 0)[..., None]
-        weights = torch.where(use_residual, residual, pi).view(B * K, -1)
-        u = ops.uniform((B * K,), seed=self.cfg.seed, offset=self._offset(self.FIX), row_offset=first * K,
-                        device=pi.device)
-        return _inverse_cdf(weights, u).view(B, K)
-
-    def select(self, tokens, emit, logs, first, progress):
+    def select(self, emit, logs, first, progress):
         """The particle each sequence keeps this round: importance resampling on log p_AR - log pi over its
-        segment, or the released argmax of the mean l_AR - l_D.  [B]."""
+        segment, or the released argmax of the mean log p_AR - log q.  [B]."""
         B, K = emit.shape[:2]
         if K == 1:
-            return torch.zeros(B, dtype=torch.int64, device=tokens.device)
-        log_ar, log_pi, log_d = (_at(lp, tokens) for lp in logs)
+            return torch.zeros(B, dtype=torch.int64, device=emit.device)
+        log_q, log_pa, log_pi = logs
         if self.cfg.selection == "argmax":
-            return (torch.where(emit, log_ar - log_d, 0.0).sum(-1) / emit.sum(-1).clamp(min=1)).argmax(1)
-        log_w = torch.where(emit, log_ar - log_pi, 0.0).sum(-1)
+            return (torch.where(emit, log_pa - log_q, 0.0).sum(-1) / emit.sum(-1).clamp(min=1)).argmax(1)
+        log_w = torch.where(emit, log_pa - log_pi, 0.0).sum(-1)
         index, ess = ops.importance_resample(-log_w, seed=self.cfg.seed, offset=self._offset(self.SELECT),
                                              row_offset=first)
         self.state.ess.append(ess[~progress.done])

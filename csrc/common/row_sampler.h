@@ -26,6 +26,8 @@ constexpr int kLanes = 32;
 constexpr int kLaneWidth = 32;
 constexpr int64_t kTile = int64_t(kLanes) * kLaneWidth;
 
+// The lane functions below read any row type with V, excl, n_excl, z_cut and a load_z overload: RowInput here,
+// the product-of-experts and residual rows of verify.h.
 template <typename T>
 struct RowInput {
   const T* x;           // V logits, contiguous
@@ -71,8 +73,8 @@ EDLM_HD int64_t first_excluded_from(const int64_t* excl, int64_t n, int64_t v) {
 
 // Whether v is excluded; *e is the scan position in the sorted list, moved past every copy of v (the list may
 // hold duplicates: sorting it costs no host sync, removing duplicates on a GPU does).
-template <typename T>
-EDLM_HD bool excluded(const RowInput<T>& in, int64_t* e, int64_t v) {
+template <typename In>
+EDLM_HD bool excluded(const In& in, int64_t* e, int64_t v) {
   if (!in.excl || *e >= in.n_excl || in.excl[*e] != v) return false;
   while (*e < in.n_excl && in.excl[*e] == v) ++*e;
   return true;
@@ -84,8 +86,8 @@ EDLM_HD double load_z(const RowInput<T>& in, int64_t v) {
 }
 
 // Lane [begin, end): max of z over drawable entries; reports NaN / +inf through *status.
-template <typename T>
-EDLM_HD double lane_max(const RowInput<T>& in, int64_t begin, int64_t end, int32_t* status) {
+template <typename In>
+EDLM_HD double lane_max(const In& in, int64_t begin, int64_t end, int32_t* status) {
   double m = neg_inf();
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
@@ -99,8 +101,8 @@ EDLM_HD double lane_max(const RowInput<T>& in, int64_t begin, int64_t end, int32
 }
 
 // Lane [begin, end): sequential sum of exp(z - m) over drawable entries that the filters keep.
-template <typename T>
-EDLM_HD double lane_sum(const RowInput<T>& in, int64_t begin, int64_t end, double m) {
+template <typename In>
+EDLM_HD double lane_sum(const In& in, int64_t begin, int64_t end, double m) {
   double s = 0.0;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
@@ -179,8 +181,8 @@ EDLM_HD int select_lane(const double* a, double* r) {
 
 // Entry choice inside a lane: first drawable entry whose running weight exceeds r; fallback: last one
 // with positive weight.
-template <typename T>
-EDLM_HD int64_t select_in_lane(const RowInput<T>& in, int64_t begin, int64_t end, double m, double r) {
+template <typename In>
+EDLM_HD int64_t select_in_lane(const In& in, int64_t begin, int64_t end, double m, double r) {
   double q = 0.0;
   int64_t last = -1;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
@@ -222,8 +224,8 @@ EDLM_HD double tile_remainder(const TileStat* ts, int64_t t, const RowSummary& s
 }
 
 // Single-threaded draw used by the CPU kernel (the CUDA kernel runs the lane loop on a warp).
-template <typename T>
-EDLM_HD int64_t draw_from_row(const RowInput<T>& in, const TileStat* ts, const RowSummary& s, double u) {
+template <typename In>
+EDLM_HD int64_t draw_from_row(const In& in, const TileStat* ts, const RowSummary& s, double u) {
   const double target = u * s.Z;
   const int64_t t = select_tile(ts, s.n_tiles, target);
   double r = tile_remainder(ts, t, s, target);
@@ -234,8 +236,8 @@ EDLM_HD int64_t draw_from_row(const RowInput<T>& in, const TileStat* ts, const R
   return select_in_lane(in, lane_begin(t, l, in.V), lane_end(t, l, in.V), ts[t].m, r);
 }
 
-template <typename T>
-EDLM_HD double token_logp(const RowInput<T>& in, const RowSummary& s, int64_t v) {
+template <typename In>
+EDLM_HD double token_logp(const In& in, const RowSummary& s, int64_t v) {
   return (load_z(in, v) - s.M) - s.log_Z;
 }
 

@@ -10,24 +10,11 @@
 #include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
+#include "rows.h"
 
 namespace edlm {
 namespace cpu {
 namespace {
-
-// Keeps the lowest failing row across threads.
-struct StatusCollector {
-  Status s;
-  void add(int32_t code, int64_t row) {
-    if (code == kOk) return;
-#pragma omp critical(edlm_status)
-    if (s.row < 0 || row < s.row) {
-      s.row = row;
-      s.code = code;
-    }
-  }
-};
-
 
 // z[i] <- exp(z[i] - m).  Compiled for several ISAs and picked at load time; without FMA contraction every
 // variant rounds exactly like the scalar exp_det, so the choice never changes a token.
@@ -141,28 +128,6 @@ int64_t gumbel_row(const RowInput<T>& in, RngArgs rng, uint64_t row, int64_t j) 
   int64_t arg = -1;
   gumbel_scan(in, 0, in.V, m, rng.seed, rng.offset, row, j, &best, &arg);
   return arg;
-}
-
-// Per-thread scratch reused across rows.
-struct Scratch {
-  std::vector<TileStat> ts;
-  std::vector<double> u;
-  std::vector<int64_t> tok;  // a row's k candidate draws, before they are strided into x0
-  std::vector<std::pair<int64_t, int64_t>> order;
-  std::vector<double> rem;
-};
-
-// body(r, scratch) -> status over rows [0, rows), one scratch per thread; the first failing row is reported.
-template <typename Body>
-Status for_rows(int64_t rows, int chunk, Body body) {
-  StatusCollector all;
-#pragma omp parallel
-  {
-    Scratch sc;
-#pragma omp for schedule(dynamic, chunk)
-    for (int64_t r = 0; r < rows; ++r) all.add(body(r, sc), r);
-  }
-  return all.s;
 }
 
 // The row pass and its summary, into sc.ts and *sum; the row's status.  With `top2`, also what the scores need:
