@@ -1,6 +1,8 @@
 // CUDA implementations of the ops defined in ops.cpp; compiled only in the CUDA build.
 // The stream comes from c10's header: ATen/cuda/CUDAContext.h pulls in cuBLAS, cuSPARSE and cuSOLVER headers
 // that a toolkit may lack.
+#include <algorithm>
+
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -138,6 +140,24 @@ std::tuple<at::Tensor, at::Tensor> importance_resample_cuda(const at::Tensor& en
   return {a.index, a.ess};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> speculative_verify_cuda(
+    const at::Tensor& d_logits, const at::Tensor& ar_logits, const at::Tensor& drafts, const at::Tensor& n_valid,
+    double poe_weight, double temperature, int64_t mask_id, int64_t seed, int64_t offset, int64_t row_offset) {
+  const char* op = "edlm_engine.ops.speculative_verify";
+  const c10::cuda::CUDAGuard guard(d_logits.device());
+  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed,
+                                      offset, row_offset);
+  Workspace ws(d_logits, ar_logits.size(0), std::max(d_logits.size(2), ar_logits.size(2)), true);
+  DeviceStatus st(d_logits.device());
+  const cudaError_t err = EDLM_DISPATCH_LOGITS(d_logits.scalar_type(), op, [&] {
+    return cuda::speculative_verify(verify_args<scalar_t>(a, d_logits, ar_logits, poe_weight, temperature, mask_id),
+                                    a.rng, verify_out(a), ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
+  });
+  check_cuda(err, op);
+  raise_verify_status(st.read(), d_logits.size(-1));
+  return {a.n_acc, a.fix, a.log_q, a.log_pa, a.log_pi};
+}
+
 at::Tensor uniform_cuda(const at::Tensor& like, int64_t seed, int64_t offset, int64_t row_offset) {
   const c10::cuda::CUDAGuard guard(like.device());
   RngArgs rng;
@@ -188,6 +208,7 @@ TORCH_LIBRARY_IMPL(edlm_engine, CUDA, m) {
   m.impl("sample_candidates", &edlm::bind::sample_candidates_cuda);
   m.impl("sample_scored", &edlm::bind::sample_scored_cuda);
   m.impl("importance_resample", &edlm::bind::importance_resample_cuda);
+  m.impl("speculative_verify", &edlm::bind::speculative_verify_cuda);
   m.impl("uniform", &edlm::bind::uniform_cuda);
   m.impl("token_logprob", &edlm::bind::token_logprob_cuda);
   m.impl("sequence_logprob", &edlm::bind::sequence_logprob_cuda);

@@ -45,7 +45,7 @@ ENV_INFO="$(timeout 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_
   nvcc --version | tail -n 1; git rev-parse HEAD" 2>&1)"
 step build 240 1 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16 \
   "$PY" -m pip install --no-build-isolation --no-deps --no-index -e .
-step identity 120 1 "$PY" -m pytest -x -q -p no:cacheprovider tests/test_ops.py -k "cpu_and_cuda" -rs
+step identity 120 1 "$PY" -m pytest -x -q -p no:cacheprovider tests/test_ops.py tests/test_verify.py -k "cpu_and_cuda" -rs
 step cuda_tests 180 1 "$PY" -m pytest -q -p no:cacheprovider tests -k "cuda" -rs
 step sanitizer 150 1 compute-sanitizer --tool memcheck --error-exitcode 9 "$PY" scripts/sanitize_ops.py
 step roofline 120 1 "$PY" benchmarks/roofline.py --device cuda --json "$OUT/roofline.json"

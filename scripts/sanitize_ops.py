@@ -32,6 +32,11 @@ def main() -> None:
     ops.sample_candidates(logits[:, :0], x_t[:, :0], V - 1, k, seed=1)
     ops.importance_resample(torch.randn(B, k, device=dev), seed=1)
     ops.uniform((B, L), seed=1, device=dev)
+    drafts = torch.randint(0, V - 1, (B * k, L - 1), device=dev, generator=g)
+    ar = torch.randn(B * k, L, V + 7, device=dev, generator=g).to(torch.bfloat16)
+    n_valid = torch.tensor([L, 0, 2, L, 1, 3][: B * k], device=dev)
+    for w in (0.0, 0.6, 1.0):
+        ops.speculative_verify(logits, ar, drafts, n_valid, poe_weight=w, temperature=0.9, mask_id=V - 1, seed=1)
     targets = torch.randint(0, V, (B, L), device=dev, generator=g)
     ops.token_logprob(logits.reshape(-1, V), targets.reshape(-1))
     ops.sequence_logprob(logits, targets, weights=(x_t == V - 1))

@@ -19,6 +19,7 @@
 #include "row_sampler.h"
 #include "scalar_math.h"
 #include "status.h"
+#include "types.h"
 
 namespace edlm {
 
@@ -112,6 +113,33 @@ EDLM_HD WindowRows<T> window_rows(const VerifyArgs<T>& args, int64_t n, int64_t 
   rows.pa = RowInput<T>{a, args.a.V, 1.0, nullptr, 0};
   rows.pi = PoeInput<T>{d, a, args.d.V, args.a.V, args.w / args.tau, (1.0 - args.w) / args.tau, excl, n_mask};
   return rows;
+}
+
+// Position j's rows and their normalizers.
+template <typename T>
+struct WindowPosition {
+  WindowRows<T> rows;
+  Normalized q, pa, pi;
+};
+
+// log q, log p_AR and log pi of token y at output slot `at`.
+template <typename T>
+EDLM_HD void write_log_probs(const WindowPosition<T>& p, int64_t y, const VerifyOut& out, int64_t at) {
+  out.log_q[at] = log_prob_at(p.rows.q, p.q, y);
+  out.log_pa[at] = y < p.rows.pa.V ? log_prob_at(p.rows.pa, p.pa, y) : -1.0 / 0.0;
+  out.log_pi[at] = log_prob_at(p.rows.pi, p.pi, y);
+}
+
+// Whether draft y passes the test with uniform u.
+template <typename T>
+EDLM_HD bool accepts(const WindowPosition<T>& p, int64_t y, double u) {
+  return log_det(u) < log_prob_at(p.rows.pi, p.pi, y) - log_prob_at(p.rows.q, p.q, y);
+}
+
+// A draft the kernel refuses: q(y) = 0, so the draft op never gives it.
+template <typename T>
+EDLM_HD bool bad_draft(const VerifyArgs<T>& args, int64_t y) {
+  return y < 0 || y >= args.d.V || y == args.mask_id;
 }
 
 // The uniform of slot s of particle n: slots 0 .. W - 1 test the drafts, slot W draws the fixing token.

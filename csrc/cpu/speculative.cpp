@@ -41,58 +41,47 @@ int32_t draw_any(const In& in, Scratch& sc, double u, int64_t* token) {
   return st;
 }
 
-// Position j's three normalizers, and the log-probabilities of token y under them.
+// Position j's rows and their three normalizers.
 template <typename T>
-struct Position {
-  WindowRows<T> rows;
-  Normalized q, pa, pi;
-  int32_t init(const VerifyArgs<T>& args, int64_t n, int64_t j, Scratch& sc) {
-    rows = window_rows(args, n, j, &args.mask_id);
-    int32_t st = normalize_any(rows.q, sc, &q);
-    if (st == kOk) st = normalize_any(rows.pa, sc, &pa);
-    if (st == kOk) st = normalize_any(rows.pi, sc, &pi);
-    return st;
-  }
-  void write(int64_t y, double* log_q, double* log_pa, double* log_pi) const {
-    *log_q = log_prob_at(rows.q, q, y);
-    *log_pa = y < rows.pa.V ? log_prob_at(rows.pa, pa, y) : neg_inf();
-    *log_pi = log_prob_at(rows.pi, pi, y);
-  }
-};
+int32_t position(const VerifyArgs<T>& args, int64_t n, int64_t j, Scratch& sc, WindowPosition<T>* p) {
+  p->rows = window_rows(args, n, j, &args.mask_id);
+  int32_t st = normalize_any(p->rows.q, sc, &p->q);
+  if (st == kOk) st = normalize_any(p->rows.pa, sc, &p->pa);
+  if (st == kOk) st = normalize_any(p->rows.pi, sc, &p->pi);
+  return st;
+}
 
 template <typename T>
-int32_t verify_row(const VerifyArgs<T>& args, RngArgs rng, int64_t n, Scratch& sc, VerifyOut out) {
-  const int64_t W = args.W, V = args.d.V, base = n * (W + 1);
+int32_t verify_row(const VerifyArgs<T>& args, RngArgs rng, int64_t n, Scratch& sc, const VerifyOut& out) {
+  const int64_t W = args.W, base = n * (W + 1);
   const int64_t n_valid = std::min(args.n_valid[n], W + 1);
-  std::fill(out.log_q + base, out.log_q + base + W + 1, 0.0);
-  std::fill(out.log_pa + base, out.log_pa + base + W + 1, 0.0);
-  std::fill(out.log_pi + base, out.log_pi + base + W + 1, 0.0);
+  for (double* p : {out.log_q, out.log_pa, out.log_pi}) std::fill(p + base, p + base + W + 1, 0.0);
   out.n_acc[n] = 0;
   out.fix[n] = -1;
-  Position<T> at;
+  WindowPosition<T> at;
   int64_t j = 0;
   for (; j < std::min(W, n_valid); ++j) {
     const int64_t y = args.drafts[n * W + j];
-    if (y < 0 || y >= V || y == args.mask_id) return kBadTarget;  // q(y) = 0: never a draft
-    if (const int32_t st = at.init(args, n, j, sc); st != kOk) return st;
-    at.write(y, out.log_q + base + j, out.log_pa + base + j, out.log_pi + base + j);
-    if (!(log_det(verify_uniform(rng, n, W, j)) < out.log_pi[base + j] - out.log_q[base + j])) break;
+    if (bad_draft(args, y)) return kBadTarget;
+    if (const int32_t st = position(args, n, j, sc, &at); st != kOk) return st;
+    write_log_probs(at, y, out, base + j);
+    if (!accepts(at, y, verify_uniform(rng, n, W, j))) break;
   }
   out.n_acc[n] = j;
   if (j >= n_valid) return kOk;  // the sequence ends inside the accepted run
   const double u = verify_uniform(rng, n, W, W);
   int64_t token = -1;
   if (j < W) {  // rejected at j: the residual, unless its mass is 0
-    ResidualInput<T> res{at.rows.pi, at.rows.q, at.pi, at.q, V, at.rows.q.excl, at.rows.q.n_excl};
+    const ResidualInput<T> res{at.rows.pi, at.rows.q, at.pi, at.q, args.d.V, at.rows.q.excl, at.rows.q.n_excl};
     const int32_t st = draw_any(res, sc, u, &token);
     if (st != kOk && st != kNoFinite) return st;
-  } else if (const int32_t st = at.init(args, n, j, sc); st != kOk) {
+  } else if (const int32_t st = position(args, n, j, sc, &at); st != kOk) {
     return st;
   }
   if (token < 0)
     if (const int32_t st = draw_any(at.rows.pi, sc, u, &token); st != kOk) return st;
   out.fix[n] = token;
-  at.write(token, out.log_q + base + j, out.log_pa + base + j, out.log_pi + base + j);
+  write_log_probs(at, token, out, base + j);
   return kOk;
 }
 
@@ -100,7 +89,7 @@ int32_t verify_row(const VerifyArgs<T>& args, RngArgs rng, int64_t n, Scratch& s
 
 template <typename T>
 Status speculative_verify(const VerifyArgs<T>& args, RngArgs rng, VerifyOut out) {
-  return for_rows(args.a.B, 1, [&](int64_t n, Scratch& sc) { return verify_row(args, rng, n, sc, out); });
+  return for_rows(args.a.B, 16, [&](int64_t n, Scratch& sc) { return verify_row(args, rng, n, sc, out); });
 }
 
 template Status speculative_verify<float>(const VerifyArgs<float>&, RngArgs, VerifyOut);

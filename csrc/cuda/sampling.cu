@@ -8,6 +8,7 @@
 #include "../common/philox.h"
 #include "../common/resample.h"
 #include "../common/row_sampler.h"
+#include "../common/verify.h"
 #include "sampling.cuh"
 #include "status.cuh"
 
@@ -209,9 +210,11 @@ __device__ void argmax_row(const RowInput<T>& in, const RowJob& job, int64_t r, 
 // The pass over the row: tile stats into ts, then the summary into sh.sum.  False when the row failed.
 // The pass over the row: tile stats into ts, then the summary into sh.sum; with kScores also the entropy numerator
 // (sh.h_num) and the second largest kept z (sh.top2[0]).  False when the row failed.
-template <typename T, bool kScores>
-__device__ bool summarize_row_block(const RowInput<T>& in, TileStat* ts, int64_t r, RowShared& sh,
-                                   unsigned long long* status) {
+// Any row type of row_sampler.h; kScores only with RowInput.  An empty row (kNoFinite) is reported unless
+// report_empty is false (verify's residual, whose emptiness is an answer).
+template <typename In, bool kScores>
+__device__ bool summarize_row_block(const In& in, TileStat* ts, int64_t r, RowShared& sh, unsigned long long* status,
+                                    bool report_empty = true) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int64_t n_tiles = num_tiles(in.V);
   double top1 = neg_inf(), top2 = neg_inf();
@@ -221,14 +224,15 @@ __device__ bool summarize_row_block(const RowInput<T>& in, TileStat* ts, int64_t
     const double m = warp_max(lane_max(in, b, e, &st));
     if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
     const double s = m == neg_inf() ? 0.0 : warp_tree_sum(lane_sum(in, b, e, m));
-    const double w = (!kScores || m == neg_inf()) ? 0.0 : warp_tree_sum(lane_entropy_terms(in, b, e, m, &top1, &top2));
+    double w = 0.0;
+    if constexpr (kScores) w = m == neg_inf() ? 0.0 : warp_tree_sum(lane_entropy_terms(in, b, e, m, &top1, &top2));
     if (lane == 0) {
       ts[t].m = m;
       ts[t].c = s;
       ts[t].w = w;
     }
   }
-  if (kScores) {
+  if constexpr (kScores) {
     warp_top2(&top1, &top2);
     if (lane == 0) {
       sh.top1[warp] = top1;
@@ -246,7 +250,7 @@ __device__ bool summarize_row_block(const RowInput<T>& in, TileStat* ts, int64_t
       }
     }
     if (code == kOk) code = summarize_row(ts, n_tiles, &sh.sum);
-    if (code != kOk) report(status, r, code);
+    if (code != kOk && (report_empty || code != kNoFinite)) report(status, r, code);
     sh.code = code;
   }
   __syncthreads();
@@ -402,7 +406,7 @@ __device__ void sample_row(const Logits3<T>& lg, const RowJob& job, RngArgs rng,
   // Temperature 0 is the argmax, which every filter keeps; only the scored op still needs the distribution.
   if (temperature == 0.0 && M != Mode::kScored) return argmax_row<T, M>(in, job, r, rows, sh, status);
   if (filters_on(job.filter) && !find_cut_block(&in, job.filter, ts, r, sh, status)) return;
-  if (!summarize_row_block<T, M == Mode::kScored>(in, ts, r, sh, status)) return;
+  if (!summarize_row_block<RowInput<T>, M == Mode::kScored>(in, ts, r, sh, status)) return;
   if (M == Mode::kScored && threadIdx.x == 0) {  // the argmax from the summary: one tile, not another pass
     job.argmax[r] = argmax_from_tiles(in, ts, sh.sum.n_tiles, sh.sum.M);
     if (temperature == 0.0) job.tokens[r] = job.argmax[r];
@@ -451,6 +455,106 @@ __global__ void uniform_kernel(int64_t n, RngArgs rng, double* out) {
   if (r >= n) return;
   const Philox4 blk = random_block(rng.seed, rng.offset, rng.row_offset + uint64_t(r), 0);
   out[r] = uniform53(blk.v[2], blk.v[3]);
+}
+
+// ---- speculative verification (verify.h): a block per particle, its window positions in order.
+
+// One draw from the row summarized in ts / sh.sum, by warp 0 as exact_draws does; the token in every thread.
+template <typename In>
+__device__ int64_t draw_block(const In& in, const TileStat* ts, RowShared& sh, double u) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (warp == 0) {
+    const RowSummary sum = sh.sum;
+    const double target = u * sum.Z;
+    const int64_t t = select_tile(ts, sum.n_tiles, target);
+    sh.lane[0][lane] = lane_sum(in, lane_begin(t, lane, in.V), lane_end(t, lane, in.V), ts[t].m);
+    __syncwarp();
+    if (lane == 0) {
+      double rem = tile_remainder(ts, t, sum, target);
+      const int l = select_lane(sh.lane[0], &rem);
+      sh.arg[0] = select_in_lane(in, lane_begin(t, l, in.V), lane_end(t, l, in.V), ts[t].m, rem);
+    }
+  }
+  __syncthreads();
+  const int64_t token = sh.arg[0];
+  __syncthreads();
+  return token;
+}
+
+template <typename In>
+__device__ bool normalize_block(const In& in, TileStat* ts, int64_t n, RowShared& sh, unsigned long long* status,
+                                Normalized* out) {
+  if (!summarize_row_block<In, false>(in, ts, n, sh, status)) return false;
+  *out = Normalized{sh.sum.M, sh.sum.log_Z};
+  return true;
+}
+
+template <typename T>
+__device__ bool position_block(const VerifyArgs<T>& args, int64_t n, int64_t j, TileStat* ts, RowShared& sh,
+                               unsigned long long* status, WindowPosition<T>* p) {
+  p->rows = window_rows(args, n, j, &args.mask_id);
+  return normalize_block(p->rows.q, ts, n, sh, status, &p->q) && normalize_block(p->rows.pa, ts, n, sh, status, &p->pa) &&
+         normalize_block(p->rows.pi, ts, n, sh, status, &p->pi);
+}
+
+// The CPU's verify_row with block-wide passes; every branch depends only on values all threads share.
+template <typename T>
+__device__ void verify_row_block(const VerifyArgs<T>& args, RngArgs rng, int64_t n, TileStat* ts, RowShared& sh,
+                                 unsigned long long* status, const VerifyOut& out) {
+  const int64_t W = args.W, base = n * (W + 1);
+  const int64_t n_valid = args.n_valid[n] < W + 1 ? args.n_valid[n] : W + 1;
+  if (threadIdx.x == 0) {
+    for (int64_t s = 0; s <= W; ++s) out.log_q[base + s] = out.log_pa[base + s] = out.log_pi[base + s] = 0.0;
+    out.n_acc[n] = 0;
+    out.fix[n] = -1;
+    sh.fault_bits = 0;
+  }
+  __syncthreads();
+  WindowPosition<T> at;
+  int64_t j = 0;
+  for (; j < (W < n_valid ? W : n_valid); ++j) {
+    const int64_t y = args.drafts[n * W + j];
+    if (bad_draft(args, y)) {
+      if (threadIdx.x == 0) report(status, n, kBadTarget);
+      return;
+    }
+    if (!position_block(args, n, j, ts, sh, status, &at)) return;
+    if (threadIdx.x == 0) write_log_probs(at, y, out, base + j);
+    if (!accepts(at, y, verify_uniform(rng, n, W, j))) break;
+  }
+  if (threadIdx.x == 0) out.n_acc[n] = j;
+  if (j >= n_valid) return;
+  const double u = verify_uniform(rng, n, W, W);
+  int64_t token = -1;
+  if (j < W) {
+    const ResidualInput<T> res{at.rows.pi, at.rows.q, at.pi, at.q, args.d.V, at.rows.q.excl, at.rows.q.n_excl};
+    if (summarize_row_block<ResidualInput<T>, false>(res, ts, n, sh, status, /*report_empty=*/false))
+      token = draw_block(res, ts, sh, u);
+    else if (sh.code != kNoFinite)
+      return;
+  } else if (!position_block(args, n, j, ts, sh, status, &at)) {
+    return;
+  }
+  if (token < 0) {
+    if (!summarize_row_block<PoeInput<T>, false>(at.rows.pi, ts, n, sh, status)) return;
+    token = draw_block(at.rows.pi, ts, sh, u);
+  }
+  if (threadIdx.x == 0) {
+    out.fix[n] = token;
+    write_log_probs(at, token, out, base + j);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> args, RngArgs rng, VerifyOut out,
+                                                          TileStat* workspace, unsigned long long* status) {
+  __shared__ RowShared sh;
+  const int64_t V = args.d.V > args.a.V ? args.d.V : args.a.V;
+  TileStat* ts = workspace + int64_t(blockIdx.x) * num_tiles(V);
+  for (int64_t n = blockIdx.x; n < args.a.B; n += gridDim.x) {
+    __syncthreads();  // the previous particle's last reads of sh and ts are done
+    verify_row_block(args, rng, n, ts, sh, status, out);
+  }
 }
 
 // Blocks for a launch over `rows` rows: enough to fill any current GPU several times over, and few enough that
@@ -540,6 +644,23 @@ cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream) {
   uniform_kernel<<<unsigned((n + 255) / 256), 256, 0, stream>>>(n, rng, out);
   return cudaGetLastError();
 }
+
+template <typename T>
+cudaError_t speculative_verify(const VerifyArgs<T>& args, RngArgs rng, VerifyOut out, void* workspace,
+                               unsigned long long* status, cudaStream_t stream) {
+  const int64_t rows = args.a.B, V = args.d.V > args.a.V ? args.d.V : args.a.V;
+  if (rows == 0) return cudaSuccess;
+  verify_kernel<T><<<unsigned(grid_blocks(rows, V)), kThreads, 0, stream>>>(args, rng, out,
+                                                                             static_cast<TileStat*>(workspace), status);
+  return cudaGetLastError();
+}
+
+template cudaError_t speculative_verify<float>(const VerifyArgs<float>&, RngArgs, VerifyOut, void*, unsigned long long*,
+                                               cudaStream_t);
+template cudaError_t speculative_verify<f16_t>(const VerifyArgs<f16_t>&, RngArgs, VerifyOut, void*, unsigned long long*,
+                                               cudaStream_t);
+template cudaError_t speculative_verify<bf16_t>(const VerifyArgs<bf16_t>&, RngArgs, VerifyOut, void*,
+                                                unsigned long long*, cudaStream_t);
 
 #define EDLM_INSTANTIATE(T)                                                                                     \
   template cudaError_t categorical<T>(Logits3<T>, int64_t, RngArgs, double, FilterArgs, const int64_t*, int64_t,  \

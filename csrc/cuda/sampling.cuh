@@ -11,6 +11,7 @@
 #include "../common/filter.h"
 #include "../common/status.h"
 #include "../common/types.h"
+#include "../common/verify.h"
 
 namespace edlm {
 namespace cuda {
@@ -45,6 +46,11 @@ cudaError_t importance_resample(const double* energies, int64_t B, int64_t k, Rn
                                 int64_t* index, double* ess, unsigned long long* status, cudaStream_t stream);
 
 cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream);
+
+// One block per particle (verify.h); workspace: workspace_bytes(rows, max(V, Va), true).
+template <typename T>
+cudaError_t speculative_verify(const VerifyArgs<T>& args, RngArgs rng, VerifyOut out, void* workspace,
+                               unsigned long long* status, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace edlm
