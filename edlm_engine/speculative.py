@@ -52,8 +52,8 @@ class SpeculativeSampler(Sampler):
         if cfg.temperature <= 0:
             raise ValueError("sampler='speculative' needs temperature > 0 (its acceptance test divides by it)")
         if cfg.top_k is not None or cfg.top_p is not None or cfg.min_p is not None:
-            raise ValueError("sampler='speculative' does not filter drafts yet (top_k, top_p, min_p come with its "
-                             "verification kernel)")
+            raise ValueError("sampler='speculative' does not filter drafts yet (top_k, top_p, min_p): its acceptance "
+                             "test would need the filtered draft distribution; leave them unset")
         if len(state.layout.blocks) > 1:
             raise ValueError("sampler='speculative' decodes left to right by itself: leave block_length unset")
 
@@ -81,10 +81,7 @@ class SpeculativeSampler(Sampler):
         pos = pos.clamp(max=L - 1)
         logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the kernels read these values
         drafts = self.draft(logits[:, :W], first).reshape(B * K, W)
-        # Each particle's row with its drafts; window slots past the end write to a spare column, dropped after.
-        rows = torch.cat([x, x[:, :1]], 1).repeat_interleave(K, 0)
-        rows.scatter_(1, torch.where(valid[:, :W], pos[:, :W], L).repeat_interleave(K, 0), drafts)
-        rows = rows[:, :L]
+        rows = _with_drafts(x, drafts, pos[:, :W], valid[:, :W], K)
         live = (~progress.done).repeat_interleave(K)
         ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device).float()
         n_valid = torch.where(live, valid.sum(1).repeat_interleave(K), 0)
@@ -173,6 +170,15 @@ class _Progress:
         totals["ar_tokens"] += int(ar_tokens.sum())
         totals["accepted"] += int(self.accepted)
         totals["drafted"] += int(self.drafted)
+
+
+def _with_drafts(x, drafts, pos, valid, K):
+    """Each particle's row: its sequence with its drafts at the window; slots past the end of the sequence write
+    to a spare column, dropped after (a sync-free scatter with no colliding index)."""
+    L = x.shape[1]
+    rows = torch.cat([x, x[:, :1]], 1).repeat_interleave(K, 0)
+    rows.scatter_(1, torch.where(valid, pos, L).repeat_interleave(K, 0), drafts)
+    return rows[:, :L]
 
 
 def _end_at_eos(rows, tokens, emit, eos_id, start):
