@@ -290,13 +290,14 @@ inline at::Tensor prepare_uniform(const at::Tensor& like, int64_t seed, int64_t 
 struct VerifyTensors {
   at::Tensor drafts, n_valid, n_acc, fix, log_q, log_pa, log_pi;
   RngArgs rng;
+  FilterArgs filter;
   int64_t K, W;
 };
 
 inline VerifyTensors prepare_speculative_verify(const at::Tensor& d_logits, const at::Tensor& ar_logits,
                                                 const at::Tensor& drafts, const at::Tensor& n_valid, double poe_weight,
-                                                double temperature, int64_t mask_id, int64_t seed, int64_t offset,
-                                                int64_t row_offset) {
+                                                double temperature, int64_t mask_id, int64_t top_k, double top_p,
+                                                double min_p, int64_t seed, int64_t offset, int64_t row_offset) {
   const char* op = "edlm_engine.ops.speculative_verify";
   check_logits(d_logits, 3, op);
   check_logits(ar_logits, 3, op);
@@ -323,6 +324,7 @@ inline VerifyTensors prepare_speculative_verify(const at::Tensor& d_logits, cons
   VerifyTensors a;
   a.rng = make_rng(seed, offset, row_offset * (W + 1), N * (W + 1), op);  // slot s of particle n: (row_offset + n)(W + 1) + s
   a.rng.row_offset = uint64_t(row_offset);
+  a.filter = filter_args(top_k, top_p, min_p, Precision::kFP64, op);
   a.K = N / B;
   a.W = W;
   a.drafts = drafts.contiguous();
@@ -340,13 +342,13 @@ template <typename T>
 VerifyArgs<T> verify_args(const VerifyTensors& a, const at::Tensor& d_logits, const at::Tensor& ar_logits,
                           double poe_weight, double temperature, int64_t mask_id) {
   return VerifyArgs<T>{view3<T>(d_logits), view3<T>(ar_logits), a.drafts.const_data_ptr<int64_t>(),
-                       a.n_valid.const_data_ptr<int64_t>(), a.K, a.W, poe_weight, temperature, mask_id};
+                       a.n_valid.const_data_ptr<int64_t>(), a.K, a.W, poe_weight, temperature, mask_id, a.filter};
 }
 
 inline void raise_verify_status(Status s, int64_t V) {
   const char* op = "edlm_engine.ops.speculative_verify";
-  TORCH_CHECK_VALUE(s.code != kBadTarget, op, ": drafts[", s.row, "] holds the mask id or an id outside [0, V) = [0, ", V,
-                    "): drafts come from q, which never draws those");
+  TORCH_CHECK_VALUE(s.code != kBadTarget, op, ": drafts[", s.row, "] holds a token its q cannot draw (the mask id, an id outside [0, ", V,
+                    "), a -inf logit, or one the filters cut): drafts come from q");
   raise_status(s, op, "the logits of particle", 0, V);
 }
 

@@ -119,10 +119,11 @@ using VerifyResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, 
 
 VerifyResult speculative_verify_cpu(const at::Tensor& d_logits, const at::Tensor& ar_logits, const at::Tensor& drafts,
                                     const at::Tensor& n_valid, double poe_weight, double temperature, int64_t mask_id,
-                                    int64_t seed, int64_t offset, int64_t row_offset) {
+                                    int64_t top_k, double top_p, double min_p, int64_t seed, int64_t offset,
+                                    int64_t row_offset) {
   const char* op = "edlm_engine.ops.speculative_verify";
-  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed,
-                                      offset, row_offset);
+  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, top_k,
+                                      top_p, min_p, seed, offset, row_offset);
   const Status s = EDLM_DISPATCH_LOGITS(d_logits.scalar_type(), op, [&] {
     return cpu::speculative_verify(verify_args<scalar_t>(a, d_logits, ar_logits, poe_weight, temperature, mask_id),
                                    a.rng, verify_out(a));
@@ -150,8 +151,8 @@ TORCH_LIBRARY(edlm_engine, m) {
       "float top_p, float min_p, int row_offset) -> (Tensor, Tensor, Tensor)");
   m.def(
       "speculative_verify(Tensor d_logits, Tensor ar_logits, Tensor drafts, Tensor n_valid, float poe_weight, "
-      "float temperature, int mask_id, int seed, int offset, int row_offset) -> (Tensor, Tensor, Tensor, Tensor, "
-      "Tensor)");
+      "float temperature, int mask_id, int top_k, float top_p, float min_p, int seed, int offset, int row_offset) -> "
+      "(Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("importance_resample(Tensor energies, int seed, int offset, float temperature, int row_offset) -> (Tensor, Tensor)");
   m.def("uniform(Tensor like, int seed, int offset, int row_offset) -> Tensor");
   m.def("token_logprob(Tensor logits, Tensor targets, Tensor? weights) -> Tensor");

@@ -142,11 +142,12 @@ std::tuple<at::Tensor, at::Tensor> importance_resample_cuda(const at::Tensor& en
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> speculative_verify_cuda(
     const at::Tensor& d_logits, const at::Tensor& ar_logits, const at::Tensor& drafts, const at::Tensor& n_valid,
-    double poe_weight, double temperature, int64_t mask_id, int64_t seed, int64_t offset, int64_t row_offset) {
+    double poe_weight, double temperature, int64_t mask_id, int64_t top_k, double top_p, double min_p, int64_t seed,
+    int64_t offset, int64_t row_offset) {
   const char* op = "edlm_engine.ops.speculative_verify";
   const c10::cuda::CUDAGuard guard(d_logits.device());
-  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed,
-                                      offset, row_offset);
+  auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, top_k,
+                                      top_p, min_p, seed, offset, row_offset);
   Workspace ws(d_logits, ar_logits.size(0), std::max(d_logits.size(2), ar_logits.size(2)), true);
   DeviceStatus st(d_logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(d_logits.scalar_type(), op, [&] {

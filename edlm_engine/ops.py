@@ -401,6 +401,9 @@ def speculative_verify(
     poe_weight: float = 0.0,
     temperature: float = 1.0,
     mask_id: int = -1,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    min_p: Optional[float] = None,
     seed: int,
     offset: int = 0,
     row_offset: int = 0,
@@ -425,6 +428,9 @@ def speculative_verify(
         Window positions inside the sequence (``min(W + 1, L - c)``; 0 for a finished row, which is not read).
     poe_weight, temperature : float
         ``w`` in [0, 1] and ``T > 0``.
+    top_k, top_p, min_p : optional
+        The filters the drafts were drawn with (as in :func:`categorical`): they shape q, the proposal; the
+        target pi is never filtered, so the emitted tokens follow pi whatever the filters.
     seed, offset, row_offset : int
         As in :func:`categorical`; ``row_offset`` is the global index of the first particle.  Slot ``s`` of
         particle ``n`` uses ``uniform`` row ``(row_offset + n) (W + 1) + s``: slots ``0 .. W - 1`` test the drafts,
@@ -457,7 +463,8 @@ def speculative_verify(
         raise ValueError(f"temperature must be > 0 (the acceptance test divides by it), got {temperature}")
     seed, offset, temperature, _, row_offset = _check_common(seed, offset, temperature, "fp64", row_offset)
     return _ops.speculative_verify(d_logits, ar_logits, drafts, n_valid, float(poe_weight), temperature,
-                                   _check_int("mask_id", mask_id, -1), seed, offset, row_offset)
+                                   _check_int("mask_id", mask_id, -1), *_check_filters(top_k, top_p, min_p), seed, offset,
+                                   row_offset)
 
 
 def importance_resample(
@@ -764,8 +771,8 @@ def _importance_resample_fake(energies, seed, offset, temperature, row_offset):
 
 
 @torch.library.register_fake("edlm_engine::speculative_verify")
-def _speculative_verify_fake(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, seed, offset,
-                             row_offset):
+def _speculative_verify_fake(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, top_k, top_p,
+                             min_p, seed, offset, row_offset):
     N, W = drafts.shape
     logs = [drafts.new_empty((N, W + 1), dtype=torch.float64) for _ in range(3)]
     return (drafts.new_empty((N,)), drafts.new_empty((N,)), *logs)

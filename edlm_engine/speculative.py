@@ -7,7 +7,8 @@ drafts, gives the target ``pi_j = softmax((w l_D + (1 - w) l_AR) / T)`` at each;
 probability ``min(1, pi_j(y_j) / q_j(y_j))``, left to right; at the first rejection a token is drawn from
 ``normalize(max(0, pi_j - q_j))`` (``pi_j`` itself where that mass is 0), and when all are accepted one more from
 the next position's target.  Each particle's segment is thus exactly a draw of the chain of targets; with
-``w = 0`` the AR model is sampled exactly.
+``w = 0`` the AR model is sampled exactly.  ``top_k`` / ``top_p`` / ``min_p`` filter the drafts (the proposal), never
+the target: they change how many drafts pass, not what is sampled.
 
 With K particles, one segment per sequence is kept every round and forked to all particles (and the AR model's
 cache with it): ``selection="snis"`` resamples by the importance weights ``prod p_AR(y) / pi(y)`` over the
@@ -51,9 +52,6 @@ class SpeculativeSampler(Sampler):
                              "LM or an edlm_engine.AREnergy, got " + type(state.energy).__name__)
         if cfg.temperature <= 0:
             raise ValueError("sampler='speculative' needs temperature > 0 (its acceptance test divides by it)")
-        if cfg.top_k is not None or cfg.top_p is not None or cfg.min_p is not None:
-            raise ValueError("sampler='speculative' does not filter drafts yet (top_k, top_p, min_p): its acceptance "
-                             "test would need the filtered draft distribution; leave them unset")
         if len(state.layout.blocks) > 1:
             raise ValueError("sampler='speculative' decodes left to right by itself: leave block_length unset")
 
@@ -86,8 +84,8 @@ class SpeculativeSampler(Sampler):
         ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device).float()
         n_valid = torch.where(live, valid.sum(1).repeat_interleave(K), 0)
         n_acc, fix, *logs = ops.speculative_verify(logits, ar_logits, drafts, n_valid, poe_weight=cfg.poe_weight,
-                                                   temperature=cfg.temperature, mask_id=state.mask_id, seed=cfg.seed,
-                                                   offset=self._offset(self.VERIFY), row_offset=first * K)
+                                                   mask_id=state.mask_id, offset=self._offset(self.VERIFY),
+                                                   row_offset=first * K, **self._rng())
         tokens = torch.cat([drafts, drafts[:, :1]], 1).scatter(1, n_acc[:, None], fix[:, None]).view(B, K, W + 1)
         j = torch.arange(W + 1, device=x.device)
         emit = ((j < n_valid[:, None]) & (j <= n_acc[:, None])).view(B, K, W + 1)
@@ -107,12 +105,12 @@ class SpeculativeSampler(Sampler):
         return state.denoise(x, t, first, hide_from=hidden)
 
     def draft(self, logits, first):
-        """K draws y_j ~ q_j = softmax(l_D / T) (mask excluded) per window position: [B, K, W]."""
+        """K draws y_j ~ q_j = softmax(l_D / T) (mask excluded, filtered by top_k / top_p / min_p) per window
+        position: [B, K, W]."""
         B, W, V = logits.shape
         K = self.cfg.particles
-        tokens, _ = ops.categorical(logits.reshape(B * W, V), K, seed=self.cfg.seed,
-                                       offset=self._offset(self.DRAFT), temperature=self.cfg.temperature,
-                                       exclude=self.state.mask_id, row_offset=first * W)
+        tokens, _ = ops.categorical(logits.reshape(B * W, V), K, offset=self._offset(self.DRAFT),
+                                    exclude=self.state.mask_id, row_offset=first * W, **self._rng())
         return tokens.view(B, W, K).transpose(1, 2)
 
     def select(self, emit, logs, first, progress):

@@ -3,7 +3,7 @@
 // Rows of the window j = 0 .. W (W drafts, then the next position): denoiser logits l_D (shared by the K particles
 // of a sequence) and AR logits l_AR (per particle, over the AR's own Va ids).  Three distributions per position,
 // each normalized by the canonical tile pass of row_sampler.h, so no row is ever written out:
-//   q  = softmax(l_D / tau)                        (the draft's; mask excluded)
+//   q  = softmax(l_D / tau)                        (the draft's; mask excluded; top-k/p, min-p as the draft)
 //   pA = softmax(l_AR)                             (the AR model's, over its Va ids)
 //   pi = softmax((w l_D + (1 - w) l_AR) / tau)     (the target; mask excluded, ids >= Va impossible)
 // Draft y_j is accepted while log u_j < log pi(y_j) - log q(y_j); at the first rejection the token is drawn from
@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "filter.h"
 #include "macros.h"
 #include "philox.h"
 #include "row_sampler.h"
@@ -61,10 +62,17 @@ struct ResidualInput {
   double z_cut = -1.0 / 0.0;
 };
 
+// q(v) of the filtered draft: 0 below its cut.
+template <typename T>
+EDLM_HD double q_prob(const RowInput<T>& q, const Normalized& n, int64_t v) {
+  const double z = load_z(q, v);
+  return z < q.z_cut ? 0.0 : exp_det(z - n.M - n.log_Z);
+}
+
 template <typename T>
 EDLM_HD double load_z(const ResidualInput<T>& in, int64_t v) {
   const double p = exp_det(load_z(in.pi, v) - in.n_pi.M - in.n_pi.log_Z);
-  const double q = exp_det(load_z(in.q, v) - in.n_q.M - in.n_q.log_Z);
+  const double q = q_prob(in.q, in.n_q, v);
   return p > q ? log_det(p - q) : -1.0 / 0.0;
 }
 
@@ -83,6 +91,7 @@ struct VerifyArgs {
   int64_t K, W;
   double w, tau;
   int64_t mask_id;         // never drawn (-1: none)
+  FilterArgs filter;       // the draft's filters, which shape q (pi is the target: never filtered)
 };
 
 // Per particle: the run length, the token drawn at its end (-1 when the row ends first), and at each emitted
@@ -125,7 +134,7 @@ struct WindowPosition {
 // log q, log p_AR and log pi of token y at output slot `at`.
 template <typename T>
 EDLM_HD void write_log_probs(const WindowPosition<T>& p, int64_t y, const VerifyOut& out, int64_t at) {
-  out.log_q[at] = log_prob_at(p.rows.q, p.q, y);
+  out.log_q[at] = load_z(p.rows.q, y) < p.rows.q.z_cut ? -1.0 / 0.0 : log_prob_at(p.rows.q, p.q, y);
   out.log_pa[at] = y < p.rows.pa.V ? log_prob_at(p.rows.pa, p.pa, y) : -1.0 / 0.0;
   out.log_pi[at] = log_prob_at(p.rows.pi, p.pi, y);
 }
@@ -136,10 +145,17 @@ EDLM_HD bool accepts(const WindowPosition<T>& p, int64_t y, double u) {
   return log_det(u) < log_prob_at(p.rows.pi, p.pi, y) - log_prob_at(p.rows.q, p.q, y);
 }
 
-// A draft the kernel refuses: q(y) = 0, so the draft op never gives it.
+// A draft the kernel refuses: q(y) = 0 (out of range, the mask, a -inf logit or cut by a filter), so the draft op
+// never gives it; bad_draft checks what needs no read of the row, undrawable the rest.
 template <typename T>
 EDLM_HD bool bad_draft(const VerifyArgs<T>& args, int64_t y) {
   return y < 0 || y >= args.d.V || y == args.mask_id;
+}
+
+template <typename T>
+EDLM_HD bool undrawable(const WindowPosition<T>& p, int64_t y) {
+  const double z = load_z(p.rows.q, y);
+  return z == -1.0 / 0.0 || z < p.rows.q.z_cut;
 }
 
 // The uniform of slot s of particle n: slots 0 .. W - 1 test the drafts, slot W draws the fixing token.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "filter_cut.h"
 #include "rows.h"
 
 namespace edlm {
@@ -45,7 +46,8 @@ int32_t draw_any(const In& in, Scratch& sc, double u, int64_t* token) {
 template <typename T>
 int32_t position(const VerifyArgs<T>& args, int64_t n, int64_t j, Scratch& sc, WindowPosition<T>* p) {
   p->rows = window_rows(args, n, j, &args.mask_id);
-  int32_t st = normalize_any(p->rows.q, sc, &p->q);
+  int32_t st = filters_on(args.filter) ? find_cut(&p->rows.q, args.filter, sc) : kOk;
+  if (st == kOk) st = normalize_any(p->rows.q, sc, &p->q);
   if (st == kOk) st = normalize_any(p->rows.pa, sc, &p->pa);
   if (st == kOk) st = normalize_any(p->rows.pi, sc, &p->pi);
   return st;
@@ -64,6 +66,7 @@ int32_t verify_row(const VerifyArgs<T>& args, RngArgs rng, int64_t n, Scratch& s
     const int64_t y = args.drafts[n * W + j];
     if (bad_draft(args, y)) return kBadTarget;
     if (const int32_t st = position(args, n, j, sc, &at); st != kOk) return st;
+    if (undrawable(at, y)) return kBadTarget;
     write_log_probs(at, y, out, base + j);
     if (!accepts(at, y, verify_uniform(rng, n, W, j))) break;
   }

@@ -493,6 +493,7 @@ template <typename T>
 __device__ bool position_block(const VerifyArgs<T>& args, int64_t n, int64_t j, TileStat* ts, RowShared& sh,
                                unsigned long long* status, WindowPosition<T>* p) {
   p->rows = window_rows(args, n, j, &args.mask_id);
+  if (filters_on(args.filter) && !find_cut_block(&p->rows.q, args.filter, ts, n, sh, status)) return false;
   return normalize_block(p->rows.q, ts, n, sh, status, &p->q) && normalize_block(p->rows.pa, ts, n, sh, status, &p->pa) &&
          normalize_block(p->rows.pi, ts, n, sh, status, &p->pi);
 }
@@ -519,6 +520,10 @@ __device__ void verify_row_block(const VerifyArgs<T>& args, RngArgs rng, int64_t
       return;
     }
     if (!position_block(args, n, j, ts, sh, status, &at)) return;
+    if (undrawable(at, y)) {
+      if (threadIdx.x == 0) report(status, n, kBadTarget);
+      return;
+    }
     if (threadIdx.x == 0) write_log_probs(at, y, out, base + j);
     if (!accepts(at, y, verify_uniform(rng, n, W, j))) break;
   }
