@@ -127,7 +127,7 @@ class SampleConfig:
                              "is the AR model itself, sampled exactly", cli=dict(type=float))
     selection: str = _opt("snis", "speculative", "how each round keeps one of the K segments: 'snis' (resampling by "
                           "the importance weights p_AR / target of its tokens, consistent for p_AR) or 'argmax' (the "
-                          "released code's best-of-K reranking by mean l_AR - l_D: biased, for comparisons)",
+                          "released code's per-round best-of-K by mean log p_AR - log q: biased, for comparisons)",
                           cli=dict(choices=SELECTIONS))
     verify_window: int = _opt(8, "speculative", "W: drafted tokens per round, verified left to right",
                               cli=dict(type=int))

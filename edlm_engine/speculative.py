@@ -14,7 +14,8 @@ With K particles, one segment per sequence is kept every round and forked to all
 cache with it): ``selection="snis"`` resamples by the importance weights ``prod p_AR(y) / pi(y)`` over the
 segment's tokens, which corrects the segment towards p_AR (consistent in K: the segment boundaries depend only
 on the past, so the kept segments chain into a draw of p_AR); ``"argmax"`` is the released code's rule (the
-highest mean ``l_AR - l_D``: a biased reranker kept for comparisons).  Correcting a few tokens at a time keeps
+highest mean ``log p_AR - log q`` over the segment; the released code reads raw logits, which differ by
+per-position constants: a biased reranker kept for comparisons).  Correcting a few tokens at a time keeps
 the weights far from degenerate, where one weight over the whole sequence is (as EDLM's are).
 
 Sequences progress at their own pace; a round's randomness sits at offsets fixed by its index, and the models
