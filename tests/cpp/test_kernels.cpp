@@ -10,6 +10,7 @@
 #include "../../csrc/common/scalar_math.h"
 #include "../../csrc/common/status.h"
 #include "../../csrc/cpu/sampling.h"
+#include "../../csrc/cpu/speculative.h"
 
 namespace {
 
@@ -250,6 +251,30 @@ void test_gumbel_masked_skip_keeps_the_reference_argmax() {
   check(unmasked > 100 && unmasked < 40 * 5 * 8, "the masked scan test covers both outcomes");
 }
 
+// With the target equal to the draft (w = 0, l_AR = l_D) every draft passes, the run covers the window, and the
+// fixing token comes from pi at the next position; a draft that q cannot give (a -inf logit) is refused.
+void test_verify_equal_target_accepts_every_draft() {
+  const int64_t V = 5, W = 3, K = 2;
+  std::vector<float> d = {0.1f, 1.0f, -0.5f, 2.0f, 0.0f, 0.3f, 0.2f, 0.1f, -1.0f, 1.5f,
+                          -INFINITY, 1.0f, 1.0f, 1.0f, 1.0f, -INFINITY, 0.0f, 0.5f, 0.2f, 0.1f};
+  std::vector<float> a(K * d.size());
+  for (int64_t k = 0; k < K; ++k) std::copy(d.begin(), d.end(), a.begin() + k * int64_t(d.size()));
+  std::vector<int64_t> drafts = {3, 0, 2, 1, 4, 1}, n_valid = {W + 1, 2};
+  std::vector<int64_t> n_acc(K), fix(K);
+  std::vector<double> lq(K * (W + 1)), lpa(lq.size()), lpi(lq.size());
+  const edlm::VerifyArgs<float> args{{d.data(), 1, W + 1, V, (W + 1) * V, V}, {a.data(), K, W + 1, V, (W + 1) * V, V},
+                                     drafts.data(), n_valid.data(), K, W, 0.0, 1.0, -1, edlm::FilterArgs{}};
+  const edlm::VerifyOut out{n_acc.data(), fix.data(), lq.data(), lpa.data(), lpi.data()};
+  edlm::Status s = edlm::cpu::speculative_verify(args, edlm::RngArgs{1, 2, 3}, out);
+  check(s.row < 0, "verify status ok");
+  check(n_acc[0] == W && fix[0] >= 1 && fix[0] < V, "a full window and a fixing token from pi (token 0 is -inf)");
+  check(n_acc[1] == 2 && fix[1] == -1, "a row that ends inside the run draws nothing");
+  for (size_t i = 0; i < lq.size(); ++i) check(lq[i] == lpi[i] && lq[i] == lpa[i], "equal logs when pi = q = p_AR");
+  drafts[2] = 0;  // particle 0, position 2: token 0 has a -inf logit there
+  s = edlm::cpu::speculative_verify(args, edlm::RngArgs{1, 2, 3}, out);
+  check(s.row == 0 && s.code == edlm::kBadTarget, "a draft that q cannot give is refused");
+}
+
 }  // namespace
 
 int main() {
@@ -264,6 +289,7 @@ int main() {
   test_nan_takes_precedence_over_inf_in_any_order();
   test_kernel_argument_checks();
   test_gumbel_masked_skip_keeps_the_reference_argmax();
+  test_verify_equal_target_accepts_every_draft();
   if (failures) {
     std::printf("%d check(s) failed\n", failures);
     return 1;
