@@ -210,3 +210,30 @@ def importance_resample_reference(energies: torch.Tensor, temperature: float = 1
     index = torch.multinomial(w, 1, replacement=True).squeeze(-1)
     ess = 1.0 / (w * w).sum(dim=-1)
     return index, ess
+
+
+def speculative_verify_reference(d_logits: torch.Tensor, ar_logits: torch.Tensor, drafts: torch.Tensor,
+                                 u: torch.Tensor, poe_weight: float, temperature: float = 1.0, mask_id: int = -1):
+    """Speculative verification the plain-PyTorch way (the sampler's first version, and how PoE-Bridge's code
+    does it): float64 log-softmaxes of the whole window, [K B, W + 1, V] each, then the accept run and the
+    residual draw.  ``u`` [K B, W + 1]: slots 0 .. W - 1 test the drafts, slot W draws.  Returns (n_acc, fix)."""
+    N, W = drafts.shape
+    K = N // d_logits.shape[0]
+    d = torch.log_softmax(d_logits.double(), -1).repeat_interleave(K, 0)
+    if mask_id >= 0:
+        d[..., mask_id] = float("-inf")
+    log_q = torch.log_softmax(d / temperature, -1)
+    a = torch.log_softmax(ar_logits.double(), -1)
+    w = poe_weight
+    mixed = a if w == 0 else d if w == 1 else w * d + (1 - w) * a
+    log_pi = torch.log_softmax(mixed / temperature, -1)
+    y = drafts[..., None]
+    ratio = log_pi[:, :W].gather(-1, y).squeeze(-1) - log_q[:, :W].gather(-1, y).squeeze(-1)
+    n_acc = torch.cumprod((torch.log(u[:, :W]) < ratio).long(), 1).sum(1)
+    rows = torch.arange(N, device=drafts.device)
+    pi, q = log_pi[rows, n_acc].exp(), log_q[rows, n_acc].exp()
+    residual = torch.where((n_acc < W)[:, None], (pi - q).clamp(min=0.0), 0.0)
+    weights = torch.where(residual.sum(-1, keepdim=True) > 0, residual, pi)
+    cum = weights.cumsum(-1)
+    fix = torch.searchsorted(cum, (u[:, W] * cum[:, -1])[:, None], right=True).squeeze(1).clamp(max=cum.shape[-1] - 1)
+    return n_acc, fix

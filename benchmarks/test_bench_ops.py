@@ -219,3 +219,54 @@ def test_importance_resample(benchmark, device, provider, figures):
     assert index.shape == (IS_SHAPE[0],) and ess.shape == (IS_SHAPE[0],)
     assert bool(((ess >= 1 - 1e-9) & (ess <= IS_SHAPE[1] + 1e-9)).all())
     figures(f"importance_resample {device} {provider:>25}: best {_fmt_s(_best_s(benchmark))}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# speculative_verify: K = 16 particles of B = 2 sequences, a window of W = 8, the GPT-2 vocabulary
+
+VERIFY_SHAPE = (2, 16, 8, 50257)  # B, K, W, V
+
+
+def _verify_inputs(device):
+    B, K, W, V = VERIFY_SHAPE
+    g = torch.Generator().manual_seed(0)
+    d = (torch.randn(B, W + 1, V, generator=g) * 3).to(device)
+    a = d.repeat_interleave(K, 0) + torch.randn(B * K, W + 1, V, generator=g).to(device)  # an AR model near the drafter
+    tokens, _ = ops.categorical(d[:, :W].reshape(-1, V), K, seed=1)
+    drafts = tokens.view(B, W, K).transpose(1, 2).reshape(B * K, W)
+    u = ops.uniform((B * K, W + 1), seed=0, device=device)
+    return d, a, drafts, torch.full((B * K,), W + 1, device=device), u
+
+
+def _verify_fns(device):
+    d, a, drafts, n_valid, u = _verify_inputs(device)
+    return {
+        "ours": lambda: ops.speculative_verify(d, a, drafts, n_valid, poe_weight=0.5, seed=0)[:2],
+        "torch-fp64": lambda: reference.speculative_verify_reference(d, a, drafts, u, 0.5),
+    }
+
+
+@pytest.mark.parametrize("provider", ["ours", "torch-fp64"])
+def test_speculative_verify(benchmark, device, provider, figures):
+    fn = _verify_fns(device)[provider]
+    benchmark.group = f"speculative_verify [{_shape_str(VERIFY_SHAPE)}] {device}"
+    benchmark.extra_info.update(shape=list(VERIFY_SHAPE))
+    n_acc, fix = benchmark.pedantic(harness.timed(fn, device), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    assert n_acc.shape == fix.shape == (VERIFY_SHAPE[0] * VERIFY_SHAPE[1],)
+    peak, method = harness.peak_extra_mb(fn, device)
+    figures(f"speculative_verify {device} {provider:>10}: best {_fmt_s(_best_s(benchmark))}, peak extra "
+            f"{peak:.1f} MiB ({method})")
+
+
+@pytest.mark.ratio
+def test_ratio_speculative_verify(device, figures):
+    fns = _verify_fns(device)
+    best = harness.best_of_interleaved(fns, device, RATIO_REPEATS)
+    peaks = {name: harness.peak_extra_mb(fn, device)[0] for name, fn in fns.items()}
+    r = best["torch-fp64"] / best["ours"]
+    figures(f"ratio speculative_verify {device} (best of {RATIO_REPEATS}): ours {_fmt_s(best['ours'])} "
+            f"({peaks['ours']:.1f} MiB), torch-fp64 {_fmt_s(best['torch-fp64'])} ({peaks['torch-fp64']:.1f} MiB): "
+            f"{r:.1f}x")
+    B, K, W, V = VERIFY_SHAPE
+    one_window_fp64 = B * K * (W + 1) * V * 8 / 2**20
+    assert peaks["ours"] < 0.25 * one_window_fp64, f"ours holds {peaks['ours']:.1f} MiB: a float64 window copy?"
