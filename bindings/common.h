@@ -10,6 +10,7 @@
 #include "../csrc/common/logprob.h"
 #include "../csrc/common/philox.h"
 #include "../csrc/common/types.h"
+#include "../csrc/common/verify.h"
 
 namespace edlm {
 namespace bind {
@@ -308,8 +309,9 @@ inline VerifyTensors prepare_speculative_verify(const at::Tensor& d_logits, cons
                    d_logits.scalar_type(), ", got ", ar_logits.scalar_type());
   const int64_t B = d_logits.size(0), W = d_logits.size(1) - 1, N = ar_logits.size(0);
   TORCH_CHECK_VALUE(W >= 1, op, ": d_logits must hold W + 1 >= 2 positions per sequence, got ", d_logits.sizes());
-  TORCH_CHECK_VALUE(ar_logits.size(1) == W + 1 && B > 0 && N % B == 0, op, ": ar_logits must have shape [K B, W + 1 = ",
-                    W + 1, ", Va] for d_logits ", d_logits.sizes(), ", got ", ar_logits.sizes());
+  TORCH_CHECK_VALUE(ar_logits.size(1) == W + 1 && (B > 0 ? N >= B && N % B == 0 : N == 0), op,
+                    ": ar_logits must have shape [B K, W + 1 = ", W + 1, ", Va] (K >= 1 particles per sequence) for "
+                    "d_logits ", d_logits.sizes(), ", got ", ar_logits.sizes());
   TORCH_CHECK_TYPE(drafts.scalar_type() == at::kLong && n_valid.scalar_type() == at::kLong, op,
                    ": drafts and n_valid must be int64, got ", drafts.scalar_type(), " and ", n_valid.scalar_type());
   TORCH_CHECK_VALUE(drafts.dim() == 2 && drafts.size(0) == N && drafts.size(1) == W, op, ": drafts must have shape [",
@@ -322,10 +324,14 @@ inline VerifyTensors prepare_speculative_verify(const at::Tensor& d_logits, cons
   TORCH_CHECK_VALUE(mask_id >= -1 && mask_id < d_logits.size(2), op, ": mask_id must be in [0, V) = [0, ",
                     d_logits.size(2), ") or -1 (none), got ", mask_id);
   VerifyTensors a;
-  a.rng = make_rng(seed, offset, row_offset * (W + 1), N * (W + 1), op);  // slot s of particle n: (row_offset + n)(W + 1) + s
+  // Slot s of particle n is uniform row (row_offset + n)(W + 1) + s: check the factors before multiplying.
+  TORCH_CHECK_VALUE(row_offset >= 0 && uint64_t(row_offset) + uint64_t(N) <= kMaxRow / uint64_t(W + 1), op,
+                    ": row_offset + particles must be at most 2^48 / (W + 1) = ", kMaxRow / uint64_t(W + 1),
+                    " (each particle takes W + 1 uniform rows), got row_offset ", row_offset, " with ", N, " particles");
+  a.rng = make_rng(seed, offset, row_offset * (W + 1), N * (W + 1), op);
   a.rng.row_offset = uint64_t(row_offset);
   a.filter = filter_args(top_k, top_p, min_p, Precision::kFP64, op);
-  a.K = N / B;
+  a.K = B > 0 ? N / B : 1;
   a.W = W;
   a.drafts = drafts.contiguous();
   a.n_valid = n_valid.contiguous();

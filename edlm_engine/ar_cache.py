@@ -85,6 +85,7 @@ class CachedConditionals:
         keep = torch.cat([torch.ones_like(seen[:, :1]), seen], 1)
         ids = torch.where(offset[:, None].bool(), ids, torch.cat([x, x[:, :1]], 1))[:, :start]
         keep = torch.where(offset[:, None].bool(), keep, torch.cat([seen, seen[:, :1]], 1))[:, :start]
+        ids = torch.where(keep, ids, self.bos)  # padding is hidden; its id (the mask id, say) may be none of the AR's
         # The cache holds every committed token but the last, which each round feeds first.
         self.length = (start + offset - 1).repeat_interleave(particles)
         self.keep = keep & (torch.arange(start, device=device)[None] < (start + offset - 1)[:, None])

@@ -415,7 +415,8 @@ def speculative_verify(
     a token is drawn from ``normalize(max(0, pi_j - q_j))`` (``pi_j`` where that mass is 0), or from ``pi_W`` when
     all ``W`` drafts pass.  One pass per row and position normalizes q, p_AR and pi in float64; nothing
     ``[K, W, V]``-sized is written.  ``mask_id`` is never drawn (-1: none); AR ids at or past ``Va`` have
-    probability 0 under pi, and pi covers the denoiser's ``V`` ids.
+    probability 0 under pi (unless ``w = 1``, where pi is the draft's own), and pi covers the denoiser's ``V``
+    ids.
 
     Parameters
     ----------
@@ -425,7 +426,8 @@ def speculative_verify(
         The AR model's logits (any normalization) at the same positions, teacher-forced on each particle's drafts.
     drafts : int64 Tensor [B K, W]
     n_valid : int64 Tensor [B K]
-        Window positions inside the sequence (``min(W + 1, L - c)``; 0 for a finished row, which is not read).
+        Window positions inside the sequence (``min(W + 1, L - c)``; 0 for a finished row, which is not read;
+        values are clamped to [0, W + 1], which needs no read of them on the host).
     poe_weight, temperature : float
         ``w`` in [0, 1] and ``T > 0``.
     top_k, top_p, min_p : optional

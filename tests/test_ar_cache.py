@@ -83,10 +83,11 @@ def test_sliding_window_models_fall_back_to_reading_whole_rows():
     assert isinstance(conditionals, RecomputedConditionals)
 
 
-def _bert_drafter(vocab, mask_id):
+def _bert_drafter(vocab, mask_id, positions=16):
     torch.manual_seed(3)
     return BertForMaskedLM(BertConfig(vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                      intermediate_size=64, max_position_embeddings=16, pad_token_id=mask_id)).eval()
+                                      intermediate_size=64, max_position_embeddings=positions,
+                                      pad_token_id=mask_id)).eval()
 
 
 def test_speculative_decoding_through_the_cache_samples_the_causal_lm_exactly():
@@ -114,3 +115,16 @@ def test_the_cache_reads_each_window_once_and_the_prompt_once_per_sequence():
     assert set(calls[1:]) == {(2 * K, W + 1)}  # then only the windows of the K particles
     rounds = len(calls) - 1  # the slower sequence's
     assert 5 + K * (W + 1) <= out.stats["ar_tokens_per_sequence"] <= 5 + rounds * K * (W + 1)
+
+
+def test_tokens_do_not_depend_on_the_batch_with_padded_prompts():
+    # Prompts of different lengths are left-padded with the mask id (no tokenizer), an id the AR model lacks: the
+    # cache hides it, and a sequence's tokens are those it gets alone.
+    V = 40
+    kw = dict(n=6, prompt=[[1, 2, 3], [4, 5], [6, 7, 8, 9, 10]], gen_length=20, sampler="speculative", particles=3,
+              poe_weight=0.5, mask_id=V, verify_window=4, seed=2)
+    models = (_bert_drafter(V + 1, V, positions=32), _gpt2(V, seed=5))
+    whole = edlm_engine.sample(*models, **kw).tokens
+    assert torch.equal(whole, edlm_engine.sample(*models, batch_size=1, **kw).tokens)
+    assert torch.equal(whole, edlm_engine.sample(*models, batch_size=4, **kw).tokens)
+    assert (whole[:, :5] == V).sum() == 2 * (2 + 3) and not (whole[:, 5:] == V).any()  # padding, then tokens

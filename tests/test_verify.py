@@ -132,6 +132,10 @@ def test_errors_name_the_argument_and_the_particle(device):
         ops.speculative_verify(d, a, drafts, n_valid, poe_weight=1.5, seed=0)
     with pytest.raises(ValueError, match="temperature"):
         ops.speculative_verify(d, a, drafts, n_valid, temperature=0.0, seed=0)
+    with pytest.raises(ValueError, match=r"row_offset \+ particles must be at most 2\^48 / \(W \+ 1\)"):
+        ops.speculative_verify(d, a, drafts, n_valid, seed=0, row_offset=2**47)
+    empty = ops.speculative_verify(d[:0], a[:0], drafts[:0], n_valid[:0], seed=0)
+    assert [tuple(t.shape) for t in empty] == [(0,), (0,), (0, 4), (0, 4), (0, 4)]
 
 
 def test_opcheck(device):

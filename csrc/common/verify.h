@@ -5,7 +5,8 @@
 // each normalized by the canonical tile pass of row_sampler.h, so no row is ever written out:
 //   q  = softmax(l_D / tau)                        (the draft's; mask excluded; top-k/p, min-p as the draft)
 //   pA = softmax(l_AR)                             (the AR model's, over its Va ids)
-//   pi = softmax((w l_D + (1 - w) l_AR) / tau)     (the target; mask excluded, ids >= Va impossible)
+//   pi = softmax((w l_D + (1 - w) l_AR) / tau)     (the target; mask excluded; ids >= Va impossible unless w = 1,
+//                                                   where the AR term drops and pi is the unfiltered draft)
 // Draft y_j is accepted while log u_j < log pi(y_j) - log q(y_j); at the first rejection the token is drawn from
 // normalize(max(0, pi - q)) (a "residual row" whose z is the log of that difference), or from pi where that mass
 // is 0 or when all W drafts were accepted.  The residual can be far below float32's resolution: everything here

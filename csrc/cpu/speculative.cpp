@@ -28,7 +28,7 @@ int32_t summarize_any(const In& in, Scratch& sc, RowSummary* s) {
 
 template <typename In>
 int32_t normalize_any(const In& in, Scratch& sc, Normalized* n) {
-  RowSummary s;
+  RowSummary s{};
   const int32_t st = summarize_any(in, sc, &s);
   *n = Normalized{s.M, s.log_Z};
   return st;

@@ -207,7 +207,6 @@ __device__ void argmax_row(const RowInput<T>& in, const RowJob& job, int64_t r, 
     for (int64_t j = 0; j < job.num_samples; ++j) write_draw<M>(job, r, rows, j, arg, 0.0);
 }
 
-// The pass over the row: tile stats into ts, then the summary into sh.sum.  False when the row failed.
 // The pass over the row: tile stats into ts, then the summary into sh.sum; with kScores also the entropy numerator
 // (sh.h_num) and the second largest kept z (sh.top2[0]).  False when the row failed.
 // Any row type of row_sampler.h; kScores only with RowInput.  An empty row (kNoFinite) is reported unless
