@@ -250,6 +250,7 @@ class Energy:
 
     vocab_size: Optional[int] = None
     max_positions: Optional[int] = None
+    takes_attention = False  # whether energy() takes attention= (the positions a prompt's padding hides)
 
     def __init__(self, fn: Optional[Callable] = None):
         self.fn = fn
@@ -260,8 +261,12 @@ class Energy:
         return self.fn(x0, x_t, log_q)
 
     @torch.no_grad()
-    def __call__(self, x0: torch.Tensor, x_t: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-        E = self.energy(x0, x_t, log_q)
+    def __call__(self, x0: torch.Tensor, x_t: torch.Tensor, log_q: torch.Tensor,
+                 attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``attention`` [N, L] bool, optional: False at a prompt's left padding, which an autoregressive energy
+        neither reads nor scores; other energies see the rows as they are."""
+        takes = attention is not None and self.takes_attention
+        E = self.energy(x0, x_t, log_q, attention=attention) if takes else self.energy(x0, x_t, log_q)
         if not isinstance(E, torch.Tensor) or E.shape != (x0.shape[0],):
             raise ValueError(f"energy must return a Tensor [N] = [{x0.shape[0]}], got "
                              f"{tuple(E.shape) if isinstance(E, torch.Tensor) else type(E).__name__}")
@@ -294,13 +299,17 @@ class AutoregressiveEnergy(Energy):
 
     positions = "all"
     mask_id: Optional[int] = None  # set by the sampler; needed for positions="masked"
+    takes_attention = True
 
-    def energy(self, x0, x_t, log_q):
+    def energy(self, x0, x_t, log_q, attention=None):
         weights = None
         if self.positions == "masked":
             if self.mask_id is None:
                 raise ValueError("energy_positions='masked' needs the denoiser's mask id (set energy.mask_id)")
             weights = x_t == self.mask_id
+        if attention is not None:  # padding is never scored
+            weights = attention if weights is None else weights & attention
+            return -self.log_prob(x0, weights, attention=attention) + log_q.double()
         return -self.log_prob(x0, weights) + log_q.double()
 
     def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
@@ -380,8 +389,10 @@ class AREnergy(AutoregressiveEnergy):
         pos = self.positions_of(x, positions, out.device)
         return out[torch.arange(x.shape[0], device=out.device)[:, None], pos]
 
-    def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """sum_j weights_j log p(x0_j | x0_<j) in float64, [N]."""
+    def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                 attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sum_j weights_j log p(x0_j | x0_<j) in float64, [N].  ``fn`` reads whole rows, so ``attention`` (a
+        prompt's padding) cannot hide anything from it: give padded positions weight 0 to leave them unscored."""
         lp = self.log_probs(x0).gather(-1, x0[..., None].to(torch.int64)).squeeze(-1).double()
         return (lp if weights is None else lp * weights.double()).sum(1)
 
@@ -440,23 +451,37 @@ class CausalLMEnergy(AutoregressiveEnergy):
         self.max_batch = max_batch
         self.mask_id: Optional[int] = None  # set by the sampler; needed for positions="masked"
 
-    def _inputs(self, x0, weights):
-        """(ids, targets, weights) of the forward pass: position j of ``ids`` predicts ``targets[:, j]``."""
+    def _inputs(self, x0, weights, attention=None):
+        """(ids, targets, weights, seen) of the forward pass: position j of ``ids`` predicts ``targets[:, j]``;
+        ``seen`` is False at hidden positions (a prompt's left padding, given as BOS: its id may be none of ours)."""
         w = torch.ones(x0.shape, dtype=torch.float64, device=x0.device) if weights is None else weights.double()
-        if self.bos_id is None:  # the first token has no context: it is not scored
-            return x0, x0[:, 1:], w[:, 1:]
-        has_bos = (x0[:, 0] == self.bos_id)[:, None]
+        seen = torch.ones_like(x0, dtype=torch.bool) if attention is None else attention.to(x0.device).bool()
+        w = torch.where(seen, w, 0.0)
+        first = seen.long().argmax(1, keepdim=True)  # each row's first visible token
+        if self.bos_id is None:  # which has no context: it is not scored
+            return torch.where(seen, x0, x0.gather(1, first)), x0[:, 1:], w[:, 1:], seen
+        has_bos = x0.gather(1, first) == self.bos_id
+        w = w.scatter(1, first, torch.where(has_bos, 0.0, w.gather(1, first)))  # a row's own BOS is context
+        x0 = torch.where(seen, x0, self.bos_id)
         pad = torch.full_like(x0[:, :1], self.bos_id)
+        on = torch.ones_like(seen[:, :1])
         # A row that starts with BOS moves left and takes a pad on the right (scored with weight 0, and unseen by
         # the earlier positions of a causal model); any other row gets BOS in front.
         ids = torch.where(has_bos, torch.cat([x0, pad], 1), torch.cat([pad, x0], 1))
+        seen = torch.where(has_bos, torch.cat([seen, on], 1), torch.cat([on, seen], 1))
         w = torch.where(has_bos, torch.cat([w[:, 1:], torch.zeros_like(w[:, :1])], 1), w)
-        return ids, ids[:, 1:], w
+        return ids, ids[:, 1:], w, seen
 
-    def _log_p(self, x0, weights):
+    def _log_p(self, x0, weights, attention=None):
         device = self.head.weight.device
-        ids, targets, w = self._inputs(x0.to(device), None if weights is None else weights.to(device))
-        hidden = self.base(input_ids=ids).last_hidden_state[:, : targets.shape[1]]
+        ids, targets, w, seen = self._inputs(x0.to(device), None if weights is None else weights.to(device),
+                                             attention)
+        if attention is None:
+            out = self.base(input_ids=ids)
+        else:  # positions count the visible tokens only, so a padded row scores as it would alone
+            pos = (seen.long().cumsum(1) - 1).clamp(min=0)
+            out = self.base(input_ids=ids, attention_mask=seen.long(), position_ids=pos)
+        hidden = out.last_hidden_state[:, : targets.shape[1]]
         if hidden.dtype != self.head.weight.dtype:
             hidden = hidden.to(self.head.weight.dtype)
         return ops.lm_head_logprob(hidden.contiguous(), self.head.weight, targets, w,
@@ -497,10 +522,13 @@ class CausalLMEnergy(AutoregressiveEnergy):
         return CachedConditionals(self, x, start, particles, attention)
 
     @torch.no_grad()
-    def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """log p_AR(x0) summed over positions (with ``weights``), float64 [N]."""
+    def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                 attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """log p_AR(x0) summed over positions (with ``weights``), float64 [N].  ``attention`` [N, L]: False at a
+        prompt's left padding, which the model then neither reads nor scores (a padded row scores as it would
+        alone)."""
         step = self.max_batch or x0.shape[0]
-        parts = [self._log_p(x0[i : i + step], None if weights is None else weights[i : i + step])
+        parts = [self._log_p(*(None if t is None else t[i : i + step] for t in (x0, weights, attention)))
                  for i in range(0, x0.shape[0], step)]
         return torch.cat(parts).to(x0.device)
 

@@ -311,8 +311,10 @@ class AncestralSampler(Sampler):
         b = rows.numel()
         seqs = torch.cat([x[rows, :lo].repeat(k, 1), cands[:, rows].reshape(k * b, W)], 1)
         E = torch.zeros(B, k, dtype=torch.float64, device=x.device)
-        E[rows] = state.energy(seqs, x[rows, :hi].repeat(k, 1), log_q[:, rows].reshape(k * b)).to(E.device).reshape(
-            k, b).T
+        seen = state._rows("attention_mask", first, B)  # a prompt's padding, which the energy neither reads nor scores
+        seen = None if seen is None else seen[rows, :hi].repeat(k, 1)
+        E[rows] = state.energy(seqs, x[rows, :hi].repeat(k, 1), log_q[:, rows].reshape(k * b),
+                               attention=seen).to(E.device).reshape(k, b).T
         state.stats["energy_calls"] += 1
         state.stats["candidates_scored"] += k * b
         idx, ess = ops.importance_resample(E, seed=self.cfg.seed, offset=self._offset(self.RESAMPLE),

@@ -1,5 +1,6 @@
 """A causal LM's window conditionals with its key/value cache (edlm_engine/ar_cache.py), and speculative decoding
-through it: the cache must give what reading whole rows gives, hide padding, and never re-encode the prefix."""
+through it: the cache must give what reading whole rows gives, hide padding, and never re-encode the prefix.
+Also a prompt's padding in EDLM's energy: unread and unscored, whatever its id."""
 
 import itertools
 
@@ -128,3 +129,28 @@ def test_tokens_do_not_depend_on_the_batch_with_padded_prompts():
     assert torch.equal(whole, edlm_engine.sample(*models, batch_size=1, **kw).tokens)
     assert torch.equal(whole, edlm_engine.sample(*models, batch_size=4, **kw).tokens)
     assert (whole[:, :5] == V).sum() == 2 * (2 + 3) and not (whole[:, 5:] == V).any()  # padding, then tokens
+
+
+def test_the_energy_of_a_padded_row_is_that_of_the_row_alone(energy):
+    x = torch.tensor([[7, 8, 9, 11, 12], [BOS, 8, 9, 11, 12]])  # the second row brings its own BOS
+    log_q = torch.zeros(2, dtype=torch.float64)
+    alone = energy(x, x, log_q)
+    padded = torch.cat([torch.full((2, 3), 60), x], 1)  # 60: an id the model does not have
+    seen = torch.cat([torch.zeros(2, 3, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool)], 1)
+    assert torch.allclose(energy(padded, padded, log_q, attention=seen), alone, rtol=0, atol=1e-5)
+    energy.positions, energy.mask_id = "masked", 3
+    try:  # only masked positions are scored, and never the padding
+        x_t = torch.where(torch.arange(8) >= 6, 3, padded)
+        expected = energy(x, torch.where(torch.arange(5) >= 3, 3, x), log_q)
+        assert torch.allclose(energy(padded, x_t, log_q, attention=seen), expected, rtol=0, atol=1e-5)
+    finally:
+        energy.positions, energy.mask_id = "all", None
+
+
+def test_edlm_with_padded_prompts_hides_the_padding_from_the_energy():
+    V = 40  # the padding is the mask id, which the AR model does not have
+    kw = dict(n=4, prompt=[[1, 2, 3], [4, 5]], gen_length=8, steps=8, mask_id=V, seed=2, is_size=2)
+    models = (_bert_drafter(V + 1, V, positions=32), _gpt2(V, seed=6))
+    whole = edlm_engine.sample(*models, **kw)
+    assert torch.equal(whole.tokens, edlm_engine.sample(*models, batch_size=1, **kw).tokens)
+    assert whole.stats["energy_calls"] > 0 and (whole.tokens[1::2, 0] == V).all()
