@@ -27,8 +27,8 @@ __all__ = ["RecomputedConditionals", "CachedConditionals"]
 class RecomputedConditionals:
     """Conditionals by a call on the whole rows each round (``energy.log_probs(x, positions)``)."""
 
-    def __init__(self, energy, rows: int, device):
-        self.energy = energy
+    def __init__(self, energy, rows: int, device, attention: Optional[torch.Tensor] = None):
+        self.energy, self.attention = energy, attention  # attention: a prompt's padding, per particle row
         self.fed = torch.zeros(rows, dtype=torch.int64, device=device)  # tokens the model read, per row
 
     def window(self, x: torch.Tensor, c: torch.Tensor, width: int, live: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,7 @@ class RecomputedConditionals:
         L = x.shape[1]
         pos = (c[:, None] + torch.arange(width, device=x.device)[None]).clamp(max=L - 1)
         self.fed += torch.where(live, (c + width).clamp(max=L), 0)
-        return self.energy.log_probs(x, pos)
+        return self.energy.log_probs(x, pos, attention=self.attention)
 
     def select(self, rows: torch.Tensor) -> None:
         """Row r becomes a copy of row ``rows[r]`` (the particle a sequence keeps, forked to all its particles)."""
@@ -48,7 +48,8 @@ class RecomputedConditionals:
         self.keep, self.length, self.next_pos = self.keep[rows], self.length[rows], self.next_pos[rows]
 
     def select(self, rows: torch.Tensor) -> None:
-        """Nothing to fork: the next call reads the rows it is given."""
+        """Nothing to fork: the next call reads the rows it is given (the particles of a sequence share its
+        padding)."""
 
     def advance(self, count: torch.Tensor) -> None:
         """Nothing to keep: the next call reads the rows again."""

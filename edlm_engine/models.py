@@ -317,7 +317,8 @@ class AutoregressiveEnergy(Energy):
         row repeated ``particles`` times: see :mod:`edlm_engine.ar_cache`.  This one re-reads whole rows."""
         from .ar_cache import RecomputedConditionals
 
-        return RecomputedConditionals(self, x.shape[0] * particles, x.device)
+        seen = None if attention is None else attention.repeat_interleave(particles, 0)
+        return RecomputedConditionals(self, x.shape[0] * particles, x.device, seen)
 
     @staticmethod
     def positions_of(x: torch.Tensor, positions: Optional[torch.Tensor], device) -> torch.Tensor:
@@ -377,9 +378,11 @@ class AREnergy(AutoregressiveEnergy):
         self.mask_id = mask_id  # the sampler sets the denoiser's; needed for positions="masked"
 
     @torch.no_grad()
-    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                  attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The aligned conditionals of ``x``: ``[N, L, V]``, ``[n, j, v] = log p(x_j = v | x_<j)``; with
-        ``positions`` [N, P], only those: ``[N, P, V]``."""
+        ``positions`` [N, P], only those: ``[N, P, V]``.  ``fn`` reads whole rows: ``attention`` cannot hide a
+        prompt's padding from it (accepted for the interface's sake)."""
         out = self.fn(x)
         if not isinstance(out, torch.Tensor) or out.dim() != 3 or out.shape[:2] != x.shape:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -452,14 +455,15 @@ class CausalLMEnergy(AutoregressiveEnergy):
         self.mask_id: Optional[int] = None  # set by the sampler; needed for positions="masked"
 
     def _inputs(self, x0, weights, attention=None):
-        """(ids, targets, weights, seen) of the forward pass: position j of ``ids`` predicts ``targets[:, j]``;
-        ``seen`` is False at hidden positions (a prompt's left padding, given as BOS: its id may be none of ours)."""
+        """(ids, targets, weights, seen, has_bos, first) of the forward pass: position j of ``ids`` predicts
+        ``targets[:, j]``; ``seen`` is False at hidden positions (a prompt's left padding, given as BOS: its id
+        may be none of ours); ``has_bos`` [N, 1]: the row's first visible token, at column ``first``, is BOS."""
         w = torch.ones(x0.shape, dtype=torch.float64, device=x0.device) if weights is None else weights.double()
         seen = torch.ones_like(x0, dtype=torch.bool) if attention is None else attention.to(x0.device).bool()
         w = torch.where(seen, w, 0.0)
         first = seen.long().argmax(1, keepdim=True)  # each row's first visible token
         if self.bos_id is None:  # which has no context: it is not scored
-            return torch.where(seen, x0, x0.gather(1, first)), x0[:, 1:], w[:, 1:], seen
+            return torch.where(seen, x0, x0.gather(1, first)), x0[:, 1:], w[:, 1:], seen, None, first
         has_bos = x0.gather(1, first) == self.bos_id
         w = w.scatter(1, first, torch.where(has_bos, 0.0, w.gather(1, first)))  # a row's own BOS is context
         x0 = torch.where(seen, x0, self.bos_id)
@@ -470,45 +474,47 @@ class CausalLMEnergy(AutoregressiveEnergy):
         ids = torch.where(has_bos, torch.cat([x0, pad], 1), torch.cat([pad, x0], 1))
         seen = torch.where(has_bos, torch.cat([seen, on], 1), torch.cat([on, seen], 1))
         w = torch.where(has_bos, torch.cat([w[:, 1:], torch.zeros_like(w[:, :1])], 1), w)
-        return ids, ids[:, 1:], w, seen
+        return ids, ids[:, 1:], w, seen, has_bos, first
+
+    def _hidden(self, ids, seen, padded: bool):
+        """The base model's last hidden states; with padding, positions count the visible tokens only, so a padded
+        row reads as it would alone."""
+        if not padded:
+            return self.base(input_ids=ids).last_hidden_state
+        pos = (seen.long().cumsum(1) - 1).clamp(min=0)
+        return self.base(input_ids=ids, attention_mask=seen.long(), position_ids=pos).last_hidden_state
 
     def _log_p(self, x0, weights, attention=None):
         device = self.head.weight.device
-        ids, targets, w, seen = self._inputs(x0.to(device), None if weights is None else weights.to(device),
-                                             attention)
-        if attention is None:
-            out = self.base(input_ids=ids)
-        else:  # positions count the visible tokens only, so a padded row scores as it would alone
-            pos = (seen.long().cumsum(1) - 1).clamp(min=0)
-            out = self.base(input_ids=ids, attention_mask=seen.long(), position_ids=pos)
-        hidden = out.last_hidden_state[:, : targets.shape[1]]
+        ids, targets, w, seen, _, _ = self._inputs(x0.to(device), None if weights is None else weights.to(device),
+                                                   attention)
+        hidden = self._hidden(ids, seen, attention is not None)[:, : targets.shape[1]]
         if hidden.dtype != self.head.weight.dtype:
             hidden = hidden.to(self.head.weight.dtype)
         return ops.lm_head_logprob(hidden.contiguous(), self.head.weight, targets, w,
                                    bias=getattr(self.head, "bias", None))
 
     @torch.no_grad()
-    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def log_probs(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                  attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Aligned conditionals, float64: ``[n, j, v] = log p(x_j = v | x_<j)`` for every position ([N, L, V]) or
         for ``positions`` [N, P] only ([N, P, V]: the head runs on those hidden states alone).  BOS per row as in
-        :meth:`log_prob` (a row that starts with BOS gives it probability 1 at position 0).  What the speculative
-        sampler verifies drafts against."""
+        :meth:`log_prob` (a row that starts with BOS gives it probability 1 there); ``attention`` [N, L] hides a
+        prompt's left padding as there.  What the speculative sampler verifies drafts against."""
         if self.bos_id is None:
             raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
         device = self.head.weight.device
         x = x.to(device)
         N = x.shape[0]
         pos = self.positions_of(x, positions, device)
-        has_bos = (x[:, 0] == self.bos_id)[:, None]
-        pad = torch.full_like(x[:, :1], self.bos_id)
-        ids = torch.where(has_bos, torch.cat([x, pad], 1), torch.cat([pad, x], 1))
-        hidden = self.base(input_ids=ids).last_hidden_state  # hidden p predicts ids[p + 1]
+        ids, _, _, seen, has_bos, first = self._inputs(x, None, attention)
+        hidden = self._hidden(ids, seen, attention is not None)  # hidden p predicts ids[p + 1]
         at = (pos - has_bos.long()).clamp(min=0)  # a BOS row's x_j is predicted by hidden j - 1
         hidden = hidden[torch.arange(N, device=device)[:, None], at].to(self.head.weight.dtype)
         out = torch.log_softmax(self.head(hidden).double(), -1)
         given = torch.full_like(out[:, :1], float("-inf"))
         given[..., self.bos_id] = 0.0
-        return torch.where((has_bos & (pos == 0))[..., None], given, out)
+        return torch.where((has_bos & (pos == first))[..., None], given, out)
 
     def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
         """With the model's key/value cache where it is one plain tensor pair per layer (else as the base
