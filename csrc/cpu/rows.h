@@ -34,6 +34,11 @@ struct Scratch {
   std::vector<double> rem;
 };
 
+// The vectorized row pass of the sampling kernels and its summary (sampling.cpp), into sc.ts and *sum: the same
+// canonical sums as the lane functions give, faster.
+template <typename T>
+int32_t summarize_row_input(const RowInput<T>& in, Scratch& sc, RowSummary* sum);
+
 // body(r, scratch) -> status over rows [0, rows), one scratch per thread; the first failing row is reported.
 template <typename Body>
 Status for_rows(int64_t rows, int chunk, Body body) {

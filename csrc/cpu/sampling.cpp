@@ -206,6 +206,15 @@ int32_t score_row(RowInput<T> in, double temperature, const FilterArgs& f, RngAr
 
 }  // namespace
 
+template <typename T>
+int32_t summarize_row_input(const RowInput<T>& in, Scratch& sc, RowSummary* sum) {
+  return summarize(in, sc, sum);
+}
+
+template int32_t summarize_row_input<float>(const RowInput<float>&, Scratch&, RowSummary*);
+template int32_t summarize_row_input<f16_t>(const RowInput<f16_t>&, Scratch&, RowSummary*);
+template int32_t summarize_row_input<bf16_t>(const RowInput<bf16_t>&, Scratch&, RowSummary*);
+
 int max_threads() { return omp_get_max_threads(); }
 
 template <typename T>

@@ -9,7 +9,13 @@ namespace edlm {
 namespace cpu {
 namespace {
 
-// The canonical tile pass of row_sampler.h over any row type, written lane by lane as a warp runs it.
+// A logit row (q, p_AR): the vectorized pass of the sampling kernels.
+template <typename T>
+int32_t summarize_any(const RowInput<T>& in, Scratch& sc, RowSummary* s) {
+  return summarize_row_input(in, sc, s);
+}
+
+// The product and residual rows: the canonical tile pass of row_sampler.h, lane by lane as a warp runs it.
 template <typename In>
 int32_t summarize_any(const In& in, Scratch& sc, RowSummary* s) {
   const int64_t n_tiles = num_tiles(in.V);
