@@ -463,6 +463,7 @@ class CausalLMEnergy(AutoregressiveEnergy):
         w = torch.where(seen, w, 0.0)
         first = seen.long().argmax(1, keepdim=True)  # each row's first visible token
         if self.bos_id is None:  # which has no context: it is not scored
+            w = w.scatter(1, first, 0.0)
             return torch.where(seen, x0, x0.gather(1, first)), x0[:, 1:], w[:, 1:], seen, None, first
         has_bos = x0.gather(1, first) == self.bos_id
         w = w.scatter(1, first, torch.where(has_bos, 0.0, w.gather(1, first)))  # a row's own BOS is context

@@ -156,3 +156,14 @@ def test_edlm_with_padded_prompts_hides_the_padding_from_the_energy():
     whole = edlm_engine.sample(*models, **kw)
     assert torch.equal(whole.tokens, edlm_engine.sample(*models, batch_size=1, **kw).tokens)
     assert whole.stats["energy_calls"] > 0 and (whole.tokens[1::2, 0] == V).all()
+
+
+def test_without_bos_the_first_visible_token_is_context_padded_or_not():
+    torch.manual_seed(7)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=30, n_embd=32, n_layer=1, n_head=2, n_positions=16)).eval()
+    energy = edlm_engine.CausalLMEnergy(model)  # the config's BOS (50256) is not one of its 30 ids: no BOS
+    assert energy.bos_id is None  # so the first visible token is context, never scored
+    x = torch.tensor([[3, 4, 5, 6]])
+    padded = torch.tensor([[29, 29, 3, 4, 5, 6]])
+    seen = torch.tensor([[False, False, True, True, True, True]])
+    assert torch.allclose(energy.log_prob(padded, attention=seen), energy.log_prob(x), rtol=0, atol=1e-5)
