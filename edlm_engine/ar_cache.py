@@ -40,14 +40,6 @@ class RecomputedConditionals:
         return self.energy.log_probs(x, pos, attention=self.attention)
 
     def select(self, rows: torch.Tensor) -> None:
-        """Row r becomes a copy of row ``rows[r]`` (the particle a sequence keeps, forked to all its particles)."""
-        rows = rows.to(self.length.device)
-        for layer in self.cache.layers:
-            if layer.is_initialized:
-                layer.keys, layer.values = layer.keys[rows], layer.values[rows]
-        self.keep, self.length, self.next_pos = self.keep[rows], self.length[rows], self.next_pos[rows]
-
-    def select(self, rows: torch.Tensor) -> None:
         """Nothing to fork: the next call reads the rows it is given (the particles of a sequence share its
         padding)."""
 
