@@ -133,7 +133,7 @@ def _collect_stats(state: SamplingRun, strategy, n: int, load_s: float, sample_s
         seconds=sample_s,
         load_seconds=load_s,
         tokens_per_second=n * state.seq_len / sample_s if sample_s > 0 else float("inf"),
-        mean_ess=float(torch.cat(state.ess).mean()) if state.ess else None,
+        mean_ess=float(torch.cat(state.ess).nanmean()) if state.ess else None,  # NaN: a finished sequence's round
         steps_per_sequence=float(torch.cat(list(state.active_steps.values())).double().mean())
         if state.active_steps else 0.0,
         **_speculative_stats(state.stats.pop("speculative", None)),

@@ -90,7 +90,7 @@ class SamplingRun:
         self.mask_id = denoiser.mask_id
         self.steps_per_block = config.steps // len(layout.blocks)
         self.stats = dict(denoiser_calls=0, energy_calls=0, candidates_scored=0)
-        self.ess: List[torch.Tensor] = []  # per scored sequence, kept on the device until the end
+        self.ess: List[torch.Tensor] = []  # per scored sequence (NaN: none), kept on the device until the end
         self.active_steps: Dict[int, torch.Tensor] = {}  # per batch (by its first index): steps each sequence took
 
     def count_step(self, first: int, active: torch.Tensor) -> None:

@@ -80,7 +80,7 @@ class SpeculativeSampler(Sampler):
         pos = pos.clamp(max=L - 1)
         logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the kernels read these values
         drafts = self.draft(logits[:, :W], first).reshape(B * K, W)
-        rows = _with_drafts(x, drafts, pos[:, :W], valid[:, :W], K)
+        rows = _scatter_rows(x, drafts, pos[:, :W], valid[:, :W], K)
         live = (~progress.done).repeat_interleave(K)
         ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device).float()
         n_valid = torch.where(live, valid.sum(1).repeat_interleave(K), 0)
@@ -126,7 +126,7 @@ class SpeculativeSampler(Sampler):
         log_w = torch.where(emit, log_pa - log_pi, 0.0).sum(-1)
         index, ess = ops.importance_resample(-log_w, seed=self.cfg.seed, offset=self._offset(self.SELECT),
                                              row_offset=first)
-        self.state.ess.append(ess[~progress.done])
+        self.state.ess.append(ess.masked_fill(progress.done, float("nan")))  # no mask indexing: no host sync
         return index
 
 
@@ -150,9 +150,7 @@ class _Progress:
 
     def commit(self, x, tokens, emit, pos, eos_id):
         """Write each sequence's kept segment; finished sequences (full, or past an EOS) stop."""
-        B = x.shape[0]
-        out = x.clone()
-        out[torch.arange(B, device=x.device)[:, None].expand_as(pos)[emit], pos[emit]] = tokens[emit]
+        out = _scatter_rows(x, tokens, pos, emit, 1)
         self.c = self.c + emit.sum(1)
         self.done = self.c >= x.shape[1]
         if eos_id is not None:
@@ -171,12 +169,13 @@ class _Progress:
         totals["drafted"] += int(self.drafted)
 
 
-def _with_drafts(x, drafts, pos, valid, K):
-    """Each particle's row: its sequence with its drafts at the window; slots past the end of the sequence write
-    to a spare column, dropped after (a sync-free scatter with no colliding index)."""
+def _scatter_rows(x, tokens, pos, keep, K):
+    """Each sequence's row repeated K times, with ``tokens`` [B K, P] written at columns ``pos`` [B, P] where
+    ``keep`` [B, P] holds; the other slots write to a spare column, dropped after (a scatter with no colliding
+    index and no host sync, where mask indexing would have both)."""
     L = x.shape[1]
     rows = torch.cat([x, x[:, :1]], 1).repeat_interleave(K, 0)
-    rows.scatter_(1, torch.where(valid, pos, L).repeat_interleave(K, 0), drafts)
+    rows.scatter_(1, torch.where(keep, pos, L).repeat_interleave(K, 0), tokens)
     return rows[:, :L]
 
 
