@@ -34,10 +34,11 @@ struct Scratch {
   std::vector<double> rem;
 };
 
-// The vectorized row pass of the sampling kernels and its summary (sampling.cpp), into sc.ts and *sum: the same
-// canonical sums as the lane functions give, faster.
-template <typename T>
-int32_t summarize_row_input(const RowInput<T>& in, Scratch& sc, RowSummary* sum);
+// Tile t's max and sum (.m, .c) of any row type of row_sampler.h: the vectorized tile pass of the sampling
+// kernels (sampling.cpp), the same canonical sums as the lane functions give.  *cursor walks the row's sorted
+// exclusions: 0 before tile 0, then passed from tile to tile in order.
+template <typename In>
+int32_t tile_stats(const In& in, int64_t t, TileStat* tile, int64_t* cursor);
 
 // body(r, scratch) -> status over rows [0, rows), one scratch per thread; the first failing row is reported.
 template <typename Body>

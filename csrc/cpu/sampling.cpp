@@ -10,6 +10,7 @@
 #include "../common/gumbel.h"
 #include "../common/philox.h"
 #include "../common/resample.h"
+#include "../common/verify.h"
 #include "filter_cut.h"
 #include "rows.h"
 
@@ -28,60 +29,77 @@ struct Top2 {
   double z1 = neg_inf(), z2 = neg_inf();
 };
 
-// One read of the row: per tile its max and sum of exp(z - m_t) over the kept entries, in the canonical order of
-// row_sampler.h; with `top2`, also each tile's entropy terms (ts[t].w) and the two largest kept z (filter.h).
-// The exp runs over a contiguous buffer so the compiler vectorizes it; lane sums then add the buffer in the same
-// sequential order as lane_sum, so CPU and CUDA agree to the bit.
+// A tile's z = scaled logits, into a contiguous buffer (vectorized for a logit row; any other row type of
+// row_sampler.h reads its load_z entry by entry, which gives the same values).
 template <typename T>
-int32_t row_pass(const RowInput<T>& in, TileStat* ts, Top2* top2) {
+void load_tile(const RowInput<T>& in, int64_t base, int64_t n, double* z) {
+  const T* x = in.x + base;
+  for (int64_t i = 0; i < n; ++i) z[i] = double(to_float(x[i])) * in.inv_tau;
+}
+
+template <typename In>
+void load_tile(const In& in, int64_t base, int64_t n, double* z) {
+  for (int64_t i = 0; i < n; ++i) z[i] = load_z(in, base + i);
+}
+
+// One read of tile t: its max and sum of exp(z - m_t) over the kept entries, in the canonical order of
+// row_sampler.h; with `top2`, also the tile's entropy terms (.w) and the two largest kept z (filter.h).  *e walks
+// the sorted exclusions (0 at tile 0).  The exp runs over a contiguous buffer so the compiler vectorizes it; lane
+// sums then add the buffer in the same sequential order as lane_sum, so CPU and CUDA agree to the bit.
+template <typename In>
+int32_t tile_pass(const In& in, int64_t t, TileStat* tile, Top2* top2, int64_t* e) {
   alignas(64) double z[kTile];
   alignas(64) double d[kTile];  // z - m_t of the kept entries, for the entropy terms
   int32_t status = kOk;
-  const int64_t n_tiles = num_tiles(in.V);
-  int64_t e = 0;
-  for (int64_t t = 0; t < n_tiles; ++t) {
-    const int64_t base = t * kTile;
-    const int64_t n = std::min<int64_t>(kTile, in.V - base);
-    const T* x = in.x + base;
-    double m = neg_inf();
-    for (int64_t i = 0; i < n; ++i) z[i] = double(to_float(x[i])) * in.inv_tau;
-    for (int64_t i = 0; i < n; ++i) {
-      if (is_nan(z[i])) status = merge_status(status, kNaN);
-      if (z[i] > std::numeric_limits<double>::max()) status = merge_status(status, kPosInf);
-    }
-    if (in.excl)
-      for (; e < in.n_excl && in.excl[e] < base + n; ++e) z[in.excl[e] - base] = neg_inf();
-    for (int64_t i = 0; i < n; ++i) m = z[i] > m ? z[i] : m;
-    ts[t].m = m;
-    ts[t].w = 0.0;
-    if (m == neg_inf()) {
-      ts[t].c = 0.0;
-      continue;
-    }
-    if (in.z_cut > neg_inf())  // the tile max m_t stays the pre-filter one, as on the GPU
-      for (int64_t i = 0; i < n; ++i) z[i] = z[i] < in.z_cut ? neg_inf() : z[i];
-    if (top2) {
-      for (int64_t i = 0; i < n; ++i) {
-        if (z[i] > neg_inf()) keep_top2(z[i], &top2->z1, &top2->z2);
-        d[i] = z[i] - m;
-      }
-    }
-    exp_shifted(z, n, m);
-    // Lanes past the row's end are empty and sum to 0, as lane_sum makes them.
-    double a[kLanes], w[kLanes];
-    for (int l = 0; l < kLanes; ++l) {
-      double s = 0.0, h = 0.0;
-      const int64_t end = std::min<int64_t>(n, int64_t(l + 1) * kLaneWidth);
-      for (int64_t i = int64_t(l) * kLaneWidth; i < end; ++i) {
-        s += z[i];
-        if (top2) h += z[i] > 0.0 ? z[i] * d[i] : 0.0;  // entropy_term, from the exp already taken
-      }
-      a[l] = s;
-      w[l] = h;
-    }
-    ts[t].c = tree32(a);
-    if (top2) ts[t].w = tree32(w);
+  const int64_t base = t * kTile;
+  const int64_t n = std::min<int64_t>(kTile, in.V - base);
+  double m = neg_inf();
+  load_tile(in, base, n, z);
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_nan(z[i])) status = merge_status(status, kNaN);
+    if (z[i] > std::numeric_limits<double>::max()) status = merge_status(status, kPosInf);
   }
+  if (in.excl)
+    for (; *e < in.n_excl && in.excl[*e] < base + n; ++*e) z[in.excl[*e] - base] = neg_inf();
+  for (int64_t i = 0; i < n; ++i) m = z[i] > m ? z[i] : m;
+  tile->m = m;
+  tile->w = 0.0;
+  if (m == neg_inf()) {
+    tile->c = 0.0;
+    return status;
+  }
+  if (in.z_cut > neg_inf())  // the tile max m_t stays the pre-filter one, as on the GPU
+    for (int64_t i = 0; i < n; ++i) z[i] = z[i] < in.z_cut ? neg_inf() : z[i];
+  if (top2) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (z[i] > neg_inf()) keep_top2(z[i], &top2->z1, &top2->z2);
+      d[i] = z[i] - m;
+    }
+  }
+  exp_shifted(z, n, m);
+  // Lanes past the row's end are empty and sum to 0, as lane_sum makes them.
+  double a[kLanes], w[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    double s = 0.0, h = 0.0;
+    const int64_t end = std::min<int64_t>(n, int64_t(l + 1) * kLaneWidth);
+    for (int64_t i = int64_t(l) * kLaneWidth; i < end; ++i) {
+      s += z[i];
+      if (top2) h += z[i] > 0.0 ? z[i] * d[i] : 0.0;  // entropy_term, from the exp already taken
+    }
+    a[l] = s;
+    w[l] = h;
+  }
+  tile->c = tree32(a);
+  if (top2) tile->w = tree32(w);
+  return status;
+}
+
+// One read of the row, tile after tile.
+template <typename T>
+int32_t row_pass(const RowInput<T>& in, TileStat* ts, Top2* top2) {
+  int32_t status = kOk;
+  int64_t e = 0;
+  for (int64_t t = 0; t < num_tiles(in.V); ++t) status = merge_status(status, tile_pass(in, t, &ts[t], top2, &e));
   return status;
 }
 
@@ -206,14 +224,19 @@ int32_t score_row(RowInput<T> in, double temperature, const FilterArgs& f, RngAr
 
 }  // namespace
 
-template <typename T>
-int32_t summarize_row_input(const RowInput<T>& in, Scratch& sc, RowSummary* sum) {
-  return summarize(in, sc, sum);
+template <typename In>
+int32_t tile_stats(const In& in, int64_t t, TileStat* tile, int64_t* cursor) {
+  return tile_pass(in, t, tile, nullptr, cursor);
 }
 
-template int32_t summarize_row_input<float>(const RowInput<float>&, Scratch&, RowSummary*);
-template int32_t summarize_row_input<f16_t>(const RowInput<f16_t>&, Scratch&, RowSummary*);
-template int32_t summarize_row_input<bf16_t>(const RowInput<bf16_t>&, Scratch&, RowSummary*);
+#define EDLM_TILE_STATS(In) template int32_t tile_stats<In>(const In&, int64_t, TileStat*, int64_t*);
+#define EDLM_TILE_STATS_ALL(T) \
+  EDLM_TILE_STATS(RowInput<T>) EDLM_TILE_STATS(PoeInput<T>) EDLM_TILE_STATS(ResidualInput<T>)
+EDLM_TILE_STATS_ALL(float)
+EDLM_TILE_STATS_ALL(f16_t)
+EDLM_TILE_STATS_ALL(bf16_t)
+#undef EDLM_TILE_STATS_ALL
+#undef EDLM_TILE_STATS
 
 int max_threads() { return omp_get_max_threads(); }
 
