@@ -44,7 +44,7 @@ int32_t position(const VerifyArgs<T>& args, int64_t n, int64_t j, Scratch& sc, W
     if (t < tq) faults = merge_status(faults, tile_stats(p->rows.pi, t, &tiles->pi[t], &e_pi));
   }
   if (faults != kOk) return faults;
-  RowSummary q, pa;
+  RowSummary q{}, pa{};
   const int32_t st = merge_status(merge_status(summarize_row(tiles->q, tq, &q), summarize_row(tiles->pa, ta, &pa)),
                                   summarize_row(tiles->pi, tq, &tiles->pi_sum));
   p->q = Normalized{q.M, q.log_Z};
