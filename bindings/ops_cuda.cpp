@@ -1,8 +1,6 @@
 // CUDA implementations of the ops defined in ops.cpp; compiled only in the CUDA build.
 // The stream comes from c10's header: ATen/cuda/CUDAContext.h pulls in cuBLAS, cuSPARSE and cuSOLVER headers
 // that a toolkit may lack.
-#include <algorithm>
-
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -148,11 +146,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> speculati
   const c10::cuda::CUDAGuard guard(d_logits.device());
   auto a = prepare_speculative_verify(d_logits, ar_logits, drafts, n_valid, poe_weight, temperature, mask_id, top_k,
                                       top_p, min_p, seed, offset, row_offset);
-  Workspace ws(d_logits, ar_logits.size(0), std::max(d_logits.size(2), ar_logits.size(2)), true);
+  const auto bytes = int64_t(cuda::verify_workspace_bytes(ar_logits.size(0), d_logits.size(2), ar_logits.size(2)));
+  const at::Tensor ws = at::empty({bytes}, d_logits.options().dtype(at::kByte));
   DeviceStatus st(d_logits.device());
   const cudaError_t err = EDLM_DISPATCH_LOGITS(d_logits.scalar_type(), op, [&] {
     return cuda::speculative_verify(verify_args<scalar_t>(a, d_logits, ar_logits, poe_weight, temperature, mask_id),
-                                    a.rng, verify_out(a), ws.ptr(), st.ptr(), c10::cuda::getCurrentCUDAStream());
+                                    a.rng, verify_out(a), ws.mutable_data_ptr(), st.ptr(),
+                                    c10::cuda::getCurrentCUDAStream());
   });
   check_cuda(err, op);
   raise_verify_status(st.read(), d_logits.size(-1));

@@ -88,27 +88,25 @@ EDLM_HD int32_t lane_count(const RowInput<T>& in, int64_t begin, int64_t end, do
   return n;
 }
 
-// One kept entry's term of the entropy numerator, exp(d) d with d = z - m (0 where the weight is 0, so a -inf
-// logit adds nothing instead of 0 * -inf).
-EDLM_HD double entropy_term(double d) {
-  const double w = exp_det(d);
-  return w > 0.0 ? w * d : 0.0;
-}
-
-// Lane [begin, end), over the kept entries: the sum of entropy_term(z - m), and the two largest z.
+// Lane [begin, end), over the kept entries, from one exp per entry: lane_sum's sum into *sum (the same value, in
+// the same order), the entropy terms exp(d) d with d = z - m returned (0 where the weight is 0, so a -inf logit
+// adds nothing instead of 0 * -inf), and the two largest z.
 template <typename T>
-EDLM_HD double lane_entropy_terms(const RowInput<T>& in, int64_t begin, int64_t end, double m, double* top1,
-                                  double* top2) {
-  double w = 0.0;
+EDLM_HD double lane_entropy_terms(const RowInput<T>& in, int64_t begin, int64_t end, double m, double* sum,
+                                  double* top1, double* top2) {
+  double s = 0.0, h = 0.0;
   int64_t e = in.excl ? first_excluded_from(in.excl, in.n_excl, begin) : 0;
   for (int64_t v = begin; v < end; ++v) {
     if (excluded(in, &e, v)) continue;
     const double z = load_z(in, v);
     if (z < in.z_cut) continue;
-    w += entropy_term(z - m);
+    const double w = exp_det(z - m);
+    s += w;
+    h += w > 0.0 ? w * (z - m) : 0.0;
     keep_top2(z, top1, top2);
   }
-  return w;
+  *sum = s;
+  return h;
 }
 
 // The largest tile max: the row's M.

@@ -84,7 +84,7 @@ int32_t tile_pass(const In& in, int64_t t, TileStat* tile, Top2* top2, int64_t* 
     const int64_t end = std::min<int64_t>(n, int64_t(l + 1) * kLaneWidth);
     for (int64_t i = int64_t(l) * kLaneWidth; i < end; ++i) {
       s += z[i];
-      if (top2) h += z[i] > 0.0 ? z[i] * d[i] : 0.0;  // entropy_term, from the exp already taken
+      if (top2) h += z[i] > 0.0 ? z[i] * d[i] : 0.0;  // an entropy term exp(d) d, from the exp already taken (lane_entropy_terms)
     }
     a[l] = s;
     w[l] = h;

@@ -209,6 +209,22 @@ __device__ void argmax_row(const RowInput<T>& in, const RowJob& job, int64_t r, 
 
 // The pass over the row: tile stats into ts, then the summary into sh.sum; with kScores also the entropy numerator
 // (sh.h_num) and the second largest kept z (sh.top2[0]).  False when the row failed.
+// Tile t of a row by one warp: its max and sum into ts[t] (lane 0 writes), faults ORed into sh.fault_bits.
+template <typename In>
+__device__ void tile_block(const In& in, int64_t t, TileStat* ts, RowShared& sh) {
+  const int lane = threadIdx.x & 31;
+  const int64_t b = lane_begin(t, lane, in.V), e = lane_end(t, lane, in.V);
+  int32_t st = kOk;
+  const double m = warp_max(lane_max(in, b, e, &st));
+  if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
+  const double s = m == neg_inf() ? 0.0 : warp_tree_sum(lane_sum(in, b, e, m));
+  if (lane == 0) {
+    ts[t].m = m;
+    ts[t].c = s;
+    ts[t].w = 0.0;
+  }
+}
+
 // Any row type of row_sampler.h; kScores only with RowInput.  An empty row (kNoFinite) is reported unless
 // report_empty is false (verify's residual, whose emptiness is an answer).
 template <typename In, bool kScores>
@@ -218,17 +234,23 @@ __device__ bool summarize_row_block(const In& in, TileStat* ts, int64_t r, RowSh
   const int64_t n_tiles = num_tiles(in.V);
   double top1 = neg_inf(), top2 = neg_inf();
   for (int64_t t = warp; t < n_tiles; t += kWarps) {
-    const int64_t b = lane_begin(t, lane, in.V), e = lane_end(t, lane, in.V);
-    int32_t st = kOk;
-    const double m = warp_max(lane_max(in, b, e, &st));
-    if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
-    const double s = m == neg_inf() ? 0.0 : warp_tree_sum(lane_sum(in, b, e, m));
-    double w = 0.0;
-    if constexpr (kScores) w = m == neg_inf() ? 0.0 : warp_tree_sum(lane_entropy_terms(in, b, e, m, &top1, &top2));
-    if (lane == 0) {
-      ts[t].m = m;
-      ts[t].c = s;
-      ts[t].w = w;
+    if constexpr (kScores) {  // the sum and the entropy terms from one exp per entry
+      const int64_t b = lane_begin(t, lane, in.V), e = lane_end(t, lane, in.V);
+      int32_t st = kOk;
+      const double m = warp_max(lane_max(in, b, e, &st));
+      if (st != kOk) atomicOr(&sh.fault_bits, status_bit(st));
+      double s = 0.0, w = 0.0;
+      if (m != neg_inf()) {
+        w = warp_tree_sum(lane_entropy_terms(in, b, e, m, &s, &top1, &top2));
+        s = warp_tree_sum(s);
+      }
+      if (lane == 0) {
+        ts[t].m = m;
+        ts[t].c = s;
+        ts[t].w = w;
+      }
+    } else {
+      tile_block(in, t, ts, sh);
     }
   }
   if constexpr (kScores) {
@@ -458,12 +480,19 @@ __global__ void uniform_kernel(int64_t n, RngArgs rng, double* out) {
 
 // ---- speculative verification (verify.h): a block per particle, its window positions in order.
 
-// One draw from the row summarized in ts / sh.sum, by warp 0 as exact_draws does; the token in every thread.
+// Where a particle's tile stats live in its block's workspace: q, p_AR, pi, then the residual's.
+__host__ __device__ inline int64_t verify_tiles(int64_t V, int64_t Va) { return 3 * num_tiles(V) + num_tiles(Va); }
+
+// Position j's summaries, shared by the block: q, p_AR and pi.
+struct PositionShared {
+  RowSummary q, pa, pi;
+};
+
+// One draw from a row summarized in ts and sum, by warp 0 as exact_draws does; the token in every thread.
 template <typename In>
-__device__ int64_t draw_block(const In& in, const TileStat* ts, RowShared& sh, double u) {
+__device__ int64_t draw_block(const In& in, const TileStat* ts, const RowSummary& sum, RowShared& sh, double u) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (warp == 0) {
-    const RowSummary sum = sh.sum;
     const double target = u * sum.Z;
     const int64_t t = select_tile(ts, sum.n_tiles, target);
     sh.lane[0][lane] = lane_sum(in, lane_begin(t, lane, in.V), lane_end(t, lane, in.V), ts[t].m);
@@ -480,27 +509,42 @@ __device__ int64_t draw_block(const In& in, const TileStat* ts, RowShared& sh, d
   return token;
 }
 
-template <typename In>
-__device__ bool normalize_block(const In& in, TileStat* ts, int64_t n, RowShared& sh, unsigned long long* status,
-                                Normalized* out) {
-  if (!summarize_row_block<In, false>(in, ts, n, sh, status)) return false;
-  *out = Normalized{sh.sum.M, sh.sum.log_Z};
-  return true;
-}
-
+// Position j's rows and their three normalizers in one pass: a warp takes tile t of the denoiser's and of the AR
+// model's row and summarizes it for q, p_AR and pi while it is in cache.  The three rows' faults OR into one word
+// and the summaries' codes merge lowest-first, as the CPU's position() merges them.
 template <typename T>
 __device__ bool position_block(const VerifyArgs<T>& args, int64_t n, int64_t j, TileStat* ts, RowShared& sh,
-                               unsigned long long* status, WindowPosition<T>* p) {
+                               PositionShared& ps, unsigned long long* status, WindowPosition<T>* p) {
+  const int warp = threadIdx.x >> 5;
   p->rows = window_rows(args, n, j, &args.mask_id);
   if (filters_on(args.filter) && !find_cut_block(&p->rows.q, args.filter, ts, n, sh, status)) return false;
-  return normalize_block(p->rows.q, ts, n, sh, status, &p->q) && normalize_block(p->rows.pa, ts, n, sh, status, &p->pa) &&
-         normalize_block(p->rows.pi, ts, n, sh, status, &p->pi);
+  const int64_t tq = num_tiles(args.d.V), ta = num_tiles(args.a.V);
+  TileStat *q = ts, *pa = ts + tq, *pi = ts + tq + ta;
+  for (int64_t t = warp; t < (tq > ta ? tq : ta); t += kWarps) {
+    if (t < tq) tile_block(p->rows.q, t, q, sh);
+    if (t < ta) tile_block(p->rows.pa, t, pa, sh);
+    if (t < tq) tile_block(p->rows.pi, t, pi, sh);
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int32_t code = status_of_bits(sh.fault_bits);
+    if (code == kOk)
+      code = merge_status(merge_status(summarize_row(q, tq, &ps.q), summarize_row(pa, ta, &ps.pa)),
+                          summarize_row(pi, tq, &ps.pi));
+    if (code != kOk) report(status, n, code);
+    sh.code = code;
+  }
+  __syncthreads();
+  p->q = Normalized{ps.q.M, ps.q.log_Z};
+  p->pa = Normalized{ps.pa.M, ps.pa.log_Z};
+  p->pi = Normalized{ps.pi.M, ps.pi.log_Z};
+  return sh.code == kOk;
 }
 
 // The CPU's verify_row with block-wide passes; every branch depends only on values all threads share.
 template <typename T>
 __device__ void verify_row_block(const VerifyArgs<T>& args, RngArgs rng, int64_t n, TileStat* ts, RowShared& sh,
-                                 unsigned long long* status, const VerifyOut& out) {
+                                 PositionShared& ps, unsigned long long* status, const VerifyOut& out) {
   const int64_t W = args.W, base = n * (W + 1);
   const int64_t n_valid = args.n_valid[n] < W + 1 ? args.n_valid[n] : W + 1;
   if (threadIdx.x == 0) {
@@ -518,7 +562,7 @@ __device__ void verify_row_block(const VerifyArgs<T>& args, RngArgs rng, int64_t
       if (threadIdx.x == 0) report(status, n, kBadTarget);
       return;
     }
-    if (!position_block(args, n, j, ts, sh, status, &at)) return;
+    if (!position_block(args, n, j, ts, sh, ps, status, &at)) return;
     if (undrawable(at, y)) {
       if (threadIdx.x == 0) report(status, n, kBadTarget);
       return;
@@ -528,21 +572,19 @@ __device__ void verify_row_block(const VerifyArgs<T>& args, RngArgs rng, int64_t
   }
   if (threadIdx.x == 0) out.n_acc[n] = j;
   if (j >= n_valid) return;
+  if (j == W && !position_block(args, n, j, ts, sh, ps, status, &at)) return;  // every draft passed: the next row
   const double u = verify_uniform(rng, n, W, W);
+  const int64_t tq = num_tiles(args.d.V), ta = num_tiles(args.a.V);
   int64_t token = -1;
-  if (j < W) {
+  if (j < W) {  // rejected at j: the residual, unless its mass is 0
+    TileStat* res_ts = ts + 2 * tq + ta;
     const ResidualInput<T> res{at.rows.pi, at.rows.q, at.pi, at.q, args.d.V, at.rows.q.excl, at.rows.q.n_excl};
-    if (summarize_row_block<ResidualInput<T>, false>(res, ts, n, sh, status, /*report_empty=*/false))
-      token = draw_block(res, ts, sh, u);
+    if (summarize_row_block<ResidualInput<T>, false>(res, res_ts, n, sh, status, /*report_empty=*/false))
+      token = draw_block(res, res_ts, sh.sum, sh, u);
     else if (sh.code != kNoFinite)
       return;
-  } else if (!position_block(args, n, j, ts, sh, status, &at)) {
-    return;
   }
-  if (token < 0) {
-    if (!summarize_row_block<PoeInput<T>, false>(at.rows.pi, ts, n, sh, status)) return;
-    token = draw_block(at.rows.pi, ts, sh, u);
-  }
+  if (token < 0) token = draw_block(at.rows.pi, ts + tq + ta, ps.pi, sh, u);  // pi's tiles from its position pass
   if (threadIdx.x == 0) {
     out.fix[n] = token;
     write_log_probs(at, token, out, base + j);
@@ -553,11 +595,11 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> args, RngArgs rng, VerifyOut out,
                                                           TileStat* workspace, unsigned long long* status) {
   __shared__ RowShared sh;
-  const int64_t V = args.d.V > args.a.V ? args.d.V : args.a.V;
-  TileStat* ts = workspace + int64_t(blockIdx.x) * num_tiles(V);
+  __shared__ PositionShared ps;
+  TileStat* ts = workspace + int64_t(blockIdx.x) * verify_tiles(args.d.V, args.a.V);
   for (int64_t n = blockIdx.x; n < args.a.B; n += gridDim.x) {
-    __syncthreads();  // the previous particle's last reads of sh and ts are done
-    verify_row_block(args, rng, n, ts, sh, status, out);
+    __syncthreads();  // the previous particle's last reads of sh, ps and ts are done
+    verify_row_block(args, rng, n, ts, sh, ps, status, out);
   }
 }
 
@@ -566,12 +608,14 @@ __global__ void __launch_bounds__(kThreads) verify_kernel(VerifyArgs<T> args, Rn
 constexpr int64_t kMaxBlocks = 4096;
 constexpr int64_t kWorkspaceBudget = int64_t(64) << 20;
 
-int64_t grid_blocks(int64_t rows, int64_t V) {
-  const int64_t per_block = num_tiles(V) * int64_t(sizeof(TileStat));
+int64_t grid_blocks_for_tiles(int64_t rows, int64_t tiles_per_block) {
+  const int64_t per_block = tiles_per_block * int64_t(sizeof(TileStat));
   int64_t blocks = rows < kMaxBlocks ? rows : kMaxBlocks;
   if (blocks * per_block > kWorkspaceBudget) blocks = kWorkspaceBudget / per_block;
   return blocks > 1 ? blocks : 1;
 }
+
+int64_t grid_blocks(int64_t rows, int64_t V) { return grid_blocks_for_tiles(rows, num_tiles(V)); }
 
 template <typename T, Mode M>
 cudaError_t launch_rows(Logits3<T> lg, const RowJob& job, RngArgs rng, double temperature, const int64_t* excl,
@@ -589,6 +633,12 @@ cudaError_t launch_rows(Logits3<T> lg, const RowJob& job, RngArgs rng, double te
 size_t workspace_bytes(int64_t rows, int64_t V, bool reads_tiles) {
   if (rows == 0 || !reads_tiles) return 0;
   return size_t(grid_blocks(rows, V)) * size_t(num_tiles(V)) * sizeof(TileStat);
+}
+
+size_t verify_workspace_bytes(int64_t rows, int64_t V, int64_t Va) {
+  if (rows == 0) return 0;
+  const int64_t tiles = verify_tiles(V, Va);
+  return size_t(grid_blocks_for_tiles(rows, tiles)) * size_t(tiles) * sizeof(TileStat);
 }
 
 template <typename T>
@@ -652,10 +702,10 @@ cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream) {
 template <typename T>
 cudaError_t speculative_verify(const VerifyArgs<T>& args, RngArgs rng, VerifyOut out, void* workspace,
                                unsigned long long* status, cudaStream_t stream) {
-  const int64_t rows = args.a.B, V = args.d.V > args.a.V ? args.d.V : args.a.V;
+  const int64_t rows = args.a.B;
   if (rows == 0) return cudaSuccess;
-  verify_kernel<T><<<unsigned(grid_blocks(rows, V)), kThreads, 0, stream>>>(args, rng, out,
-                                                                             static_cast<TileStat*>(workspace), status);
+  const unsigned blocks = unsigned(grid_blocks_for_tiles(rows, verify_tiles(args.d.V, args.a.V)));
+  verify_kernel<T><<<blocks, kThreads, 0, stream>>>(args, rng, out, static_cast<TileStat*>(workspace), status);
   return cudaGetLastError();
 }
 

@@ -47,7 +47,9 @@ cudaError_t importance_resample(const double* energies, int64_t B, int64_t k, Rn
 
 cudaError_t uniform(int64_t n, RngArgs rng, double* out, cudaStream_t stream);
 
-// One block per particle (verify.h); workspace: workspace_bytes(rows, max(V, Va), true).
+size_t verify_workspace_bytes(int64_t rows, int64_t V, int64_t Va);
+
+// One block per particle (verify.h); workspace: verify_workspace_bytes(rows, V, Va).
 template <typename T>
 cudaError_t speculative_verify(const VerifyArgs<T>& args, RngArgs rng, VerifyOut out, void* workspace,
                                unsigned long long* status, cudaStream_t stream);
