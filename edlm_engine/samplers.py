@@ -408,12 +408,12 @@ class FirstHittingSampler(Sampler):
             state.count_step(first, active)
             if bool(active.any()):
                 tau = torch.where(active, self.next_time(tau, n_masked, first), tau)
-                pos = self.position(masked, n_masked, first)
-                picked = state.view(state.denoise(x, tau, first), lo, hi)[rows, pos]  # the output is freed here
+                col = lo + self.position(masked, n_masked, first)
+                picked = state.at(state.denoise(x, tau, first), col[:, None])[:, 0]  # the output is freed here
                 tok, _ = ops.categorical(picked, 1, offset=self._offset(self.TOKEN), exclude=state.mask_id,
                                          row_offset=first, precision=self.cfg.precision, **self._rng())
                 x = x.clone()
-                x[rows[active], lo + pos[active]] = tok[active, 0]
+                x[rows, col] = torch.where(active, tok[:, 0], x[rows, col])  # no mask indexing: no host sync
             self.step += 1
         return x
 

@@ -101,7 +101,8 @@ def _engine_step(self, decoder_forward, current_canvas, argmax_canvas, input_ids
             held = finished_denoising[:, None]
             new_argmax = torch.where(held, argmax_canvas, new_argmax)
             new_canvas = torch.where(held, current_canvas, new_canvas)
-            logits = torch.where(held[..., None], self_conditioning_logits, logits)
+            rows = finished_denoising.nonzero().squeeze(1)  # in place: a where() would make a [B, canvas, V] copy
+            logits[rows] = self_conditioning_logits[rows].to(logits.dtype)
         finished_denoising |= diffusion_stopping_criteria(new_argmax, logits)
     return new_canvas, new_argmax, logits.to(self.model.decoder.embed_tokens.weight.dtype), finished_denoising
 
