@@ -169,34 +169,38 @@ def categorical(
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1]) if logits.dim() != 2 else logits
     if exclude is not None:
-        exclude = _exclude_tensor(exclude).to(logits.device)  # its range is checked natively, with no read-back
+        exclude = _exclude_tensor(exclude, logits.device)  # its range is checked natively, with no read-back
     filters = _check_filters(top_k, top_p, min_p)
     tokens, logp = _ops.categorical(flat, num_samples, seed, offset, temperature, exclude, precision, *filters,
                                     row_offset)
     return tokens.reshape(*lead, num_samples), logp.reshape(*lead, num_samples)
 
 
-def _exclude_tensor(exclude) -> torch.Tensor:
-    """A token id, a sequence of them or an int64 tensor, as a flat int64 tensor."""
+def _exclude_tensor(exclude, device) -> torch.Tensor:
+    """A token id, a sequence of them or an int64 tensor, as a flat int64 tensor on ``device``; one id (the mask,
+    every step) is filled there, with no host-to-device copy (which would wait for the stream)."""
     if isinstance(exclude, torch.Tensor):
         if exclude.dtype != torch.int64:
             raise TypeError(f"exclude must hold int64 token ids, got {exclude.dtype}")
-        return exclude.reshape(-1)
-    ids = [exclude] if not isinstance(exclude, (list, tuple, range, set, frozenset)) else list(exclude)
+        return exclude.reshape(-1).to(device)
+    if not isinstance(exclude, (list, tuple, range, set, frozenset)):
+        return torch.full((1,), _check_exclude_id(exclude), dtype=torch.int64, device=device)
+    return torch.tensor([_check_exclude_id(i) for i in exclude], dtype=torch.int64, device=device)
+
+
+def _check_exclude_id(value) -> int:
     try:
-        ids = [_check_int("exclude id", i, -(2**63)) for i in ids]
+        return _check_int("exclude id", value, -(2**63))
     except TypeError:
-        raise TypeError(
-            f"exclude must be a token id, a sequence of token ids or an int64 Tensor, got {exclude!r}"
-        ) from None
-    return torch.tensor(ids, dtype=torch.int64)
+        raise TypeError(f"exclude must be a token id, a sequence of token ids or an int64 Tensor, got {value!r}") \
+            from None
 
 
 def _p_unmask_tensor(p_unmask, B: int, device) -> torch.Tensor:
     if isinstance(p_unmask, torch.Tensor):
         p = p_unmask.to(device=device, dtype=torch.float64)
     elif isinstance(p_unmask, (int, float)) and not isinstance(p_unmask, bool):
-        p = torch.tensor(float(p_unmask), dtype=torch.float64, device=device)
+        p = torch.full((), float(p_unmask), dtype=torch.float64, device=device)  # a fill: no host-to-device copy
     else:
         raise TypeError(f"p_unmask must be a float or a float Tensor of shape [B], got {type(p_unmask).__name__}")
     if p.dim() not in (0, 1) or (p.dim() == 1 and p.shape[0] != B):
