@@ -274,8 +274,9 @@ class AncestralSampler(Sampler):
                 x = x.clone()
                 if state.energy is not None and cfg.is_window[0] <= t <= cfg.is_window[1]:
                     refresh = ~star_ok & masked.any(1)  # a sequence with nothing masked needs no x0*
-                    if bool(refresh.any()):
-                        fresh = self.edlm_candidate(block, x_prev, first, lo, hi, refresh)
+                    rows = refresh.nonzero().squeeze(1)  # one read-back: whether any, and which
+                    if rows.numel():
+                        fresh = self.edlm_candidate(block, x_prev, first, lo, hi, rows)
                         x0_star = fresh if x0_star is None else torch.where(refresh[:, None], fresh, x0_star)
                     x[:, lo:hi] = self.reveal(x_prev[:, lo:hi], x0_star, masked, state.schedule.p_unmask(t, s), first)
                     star_ok[:] = reuse  # the reference keeps revealing from x0* while x_t does not change
@@ -286,7 +287,8 @@ class AncestralSampler(Sampler):
                     star_ok[:] = False
                 changed = (x != x_prev).any(1)
                 star_ok &= ~changed
-                changed_any = bool(changed.any())
+                if reuse:  # only a reused output asks whether anything changed
+                    changed_any = bool(changed.any())
             self.step += 1
         return x
 
@@ -296,8 +298,8 @@ class AncestralSampler(Sampler):
                         row_offset=first * x_block.shape[1], device=x_block.device)
         return torch.where(masked & (u < p_unmask), x0_star, x_block)
 
-    def edlm_candidate(self, block_logits, x, first, lo, hi, refresh):
-        """A resampled x0* of the block for every sequence; only rows in ``refresh`` are scored and used.
+    def edlm_candidate(self, block_logits, x, first, lo, hi, rows):
+        """A resampled x0* of the block for every sequence; only ``rows`` (indices) are scored and used.
 
         Candidates and resampling draws cover the whole batch so every sequence keeps the randomness it has in
         any batch split; the energy, the expensive part, runs on the refreshing rows alone, over the sequence up
@@ -307,7 +309,6 @@ class AncestralSampler(Sampler):
         cands, log_q = ops.sample_candidates(block_logits, x[:, lo:hi], state.mask_id, k,
                                              offset=self._offset(self.CANDIDATES), row_offset=first * W,
                                              precision=self.cfg.precision, **self._rng())
-        rows = refresh.nonzero().squeeze(1)
         b = rows.numel()
         seqs = torch.cat([x[rows, :lo].repeat(k, 1), cands[:, rows].reshape(k * b, W)], 1)
         E = torch.zeros(B, k, dtype=torch.float64, device=x.device)

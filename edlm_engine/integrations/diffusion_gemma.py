@@ -88,7 +88,7 @@ def _engine_step(self, decoder_forward, current_canvas, argmax_canvas, input_ids
     logits = decoder_forward(decoder_input_ids=current_canvas, self_conditioning_logits=self_conditioning_logits,
                              decoder_attention_mask=mask_mapping, cache=cache, decoder_position_ids=decoder_position_ids,
                              **model_kwargs).logits
-    logits = logits_processor(input_ids, logits, cur_step=torch.tensor(cur_step, device=logits.device))
+    logits = logits_processor(input_ids, logits, cur_step=torch.full((), cur_step, device=logits.device))
     B, length = current_canvas.shape
     drawn, scores, new_argmax = ops.sample_scored(logits, torch.zeros_like(current_canvas), -1, seed=engine.seed,
                                                   offset=engine.offset(_DRAW, int(cur_step)),
