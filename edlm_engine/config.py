@@ -178,6 +178,9 @@ class SampleConfig:
         if (self.threshold is not None or self.entropy_bound is not None) and self.unmasking == "random":
             raise ValueError("SampleConfig.unmasking must be a scored rule ('confidence', 'margin' or 'entropy') "
                              "for threshold or entropy_bound to rank positions")
+        if self.cfg_scale > 0 and self.prompt is None:
+            raise ValueError(f"SampleConfig.cfg_scale = {self.cfg_scale} guides against the same input with the prompt "
+                             "masked: it needs a prompt")
         if self.prompt is not None and (self.prefix is not None or self.template is not None or self.seq_len):
             raise ValueError("SampleConfig.prompt sets the sequence (prompt, then gen_length tokens): leave prefix, "
                              "template and seq_len unset")

@@ -120,7 +120,8 @@ class SamplingRun:
             unconditional = self._call(torch.where(prompt, self.mask_id, x), t, attention)
             if 0 in logits.stride():
                 logits = logits.contiguous()
-            for c, u in zip(logits, unconditional):  # one sequence at a time: the mask below is [L, V], not [B, L, V]
+            read = self.layout.gen_start - int(self.shift)  # outputs before it are never read: left unguided
+            for c, u in zip(logits[:, read:], unconditional[:, read:]):  # a sequence at a time: the mask is [L, V]
                 impossible = torch.isneginf(c) & torch.isneginf(u)  # -inf - -inf would be NaN
                 c.sub_(u).mul_(scale + 1.0).add_(u).masked_fill_(impossible, float("-inf"))
         return logits

@@ -41,6 +41,12 @@ def test_json_round_trip_and_numpy_integers():
         SampleConfig.from_dict({"stepz": 3})
 
 
+def test_cfg_scale_needs_a_prompt():
+    with pytest.raises(ValueError, match="cfg_scale = 1.5 .* needs a prompt"):
+        SampleConfig(cfg_scale=1.5, seq_len=8)
+    assert SampleConfig(cfg_scale=1.5, prompt=[1, 2]).cfg_scale == 1.5
+
+
 def test_unknown_keyword_of_sample_is_named(lang):
     with pytest.raises(TypeError, match="unknown sampling option 'temprature'"):
         edlm_engine.sample(lang.denoiser(), n=1, seq_len=4, temprature=0.5)
