@@ -5,7 +5,6 @@ The samplers themselves live in :mod:`edlm_engine.samplers`, the options in :cla
 
 from __future__ import annotations
 
-import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -15,6 +14,7 @@ import torch
 from .config import SampleConfig
 from .layout import build_layout, end_of_sequence
 from .models import AutoregressiveEnergy, as_denoiser, as_energy, check_vocabularies
+from .ops import _check_int
 from .samplers import SamplingRun, get_sampler
 from .schedules import get_schedule
 
@@ -39,18 +39,6 @@ class SampleOutput:
     tokens: torch.Tensor
     text: Optional[List[str]]
     stats: Dict[str, Any] = field(default_factory=dict)
-
-
-def _count(name, value) -> int:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        value = operator.index(value)  # ints and numpy integers
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value}")
-    return value
 
 
 def _config(config: Optional[SampleConfig], overrides: Dict[str, Any]) -> SampleConfig:
@@ -184,7 +172,7 @@ def sample(model, energy=None, n: int = 1, *, config: Optional[SampleConfig] = N
     (torch.Size([3, 8]), True)
     """
     cfg = _config(config, overrides)
-    n = _count("n", n)
+    n = _check_int("n", n, 1)
     started = time.perf_counter()
     device = _device(model, cfg)
     denoiser, energy, schedule = resolve_models(model, energy, cfg, device)
