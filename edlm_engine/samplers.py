@@ -381,7 +381,9 @@ def choose_commits(scores: torch.Tensor, masked: torch.Tensor, cfg, count: Optio
         return masked & ((scores[0] >= cfg.threshold) | (rank == 0))
     entropy = torch.where(masked, scores[3], float("inf"))
     ordered = torch.sort(entropy, dim=1, stable=True).values
-    # entropy of the run before each position, in entropy order (its own entropy is the run's largest)
+    # entropy of the run before each position, in entropy order (its own entropy is the run's largest); summed
+    # exclusively, so a run ending exactly at the bound commits (DiffusionGemma keeps transformers' cumsum - value,
+    # which rounds differently at that boundary)
     before = torch.cat([torch.zeros_like(ordered[:, :1]), torch.cumsum(ordered, 1)[:, :-1]], 1)
     n = ((before <= cfg.entropy_bound) & torch.isfinite(ordered)).sum(1).clamp(min=1)
     return masked & (_ranks(-entropy) < n[:, None])
