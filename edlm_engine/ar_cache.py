@@ -25,7 +25,7 @@ __all__ = ["RecomputedConditionals", "CachedConditionals"]
 
 
 class RecomputedConditionals:
-    """Conditionals by a call on the whole rows each round (``energy.log_probs(x, positions)``)."""
+    """Conditionals by a call on the whole rows each round (``energy.window_logits(x, positions)``)."""
 
     def __init__(self, energy, rows: int, device, attention: Optional[torch.Tensor] = None):
         self.energy, self.attention = energy, attention  # attention: a prompt's padding, per particle row
@@ -37,7 +37,7 @@ class RecomputedConditionals:
         L = x.shape[1]
         pos = (c[:, None] + torch.arange(width, device=x.device)[None]).clamp(max=L - 1)
         self.fed += torch.where(live, (c + width).clamp(max=L), 0)
-        return self.energy.log_probs(x, pos, attention=self.attention)
+        return self.energy.window_logits(x, pos, attention=self.attention)
 
     def select(self, rows: torch.Tensor) -> None:
         """Nothing to fork: the next call reads the rows it is given (the particles of a sequence share its

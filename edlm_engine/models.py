@@ -312,6 +312,12 @@ class AutoregressiveEnergy(Energy):
             return -self.log_prob(x0, weights, attention=attention) + log_q.double()
         return -self.log_prob(x0, weights) + log_q.double()
 
+    def window_logits(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                      attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Logits (any normalization) whose softmax is :meth:`log_probs`' conditionals: what a speculative window
+        reads when whole rows are re-read.  These are the log-probabilities themselves."""
+        return self.log_probs(x, positions, attention=attention)
+
     def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
         """The conditionals of a window moving left to right over ``x`` [B, L] (committed before ``start``), each
         row repeated ``particles`` times: see :mod:`edlm_engine.ar_cache`.  This one re-reads whole rows."""
@@ -502,6 +508,13 @@ class CausalLMEnergy(AutoregressiveEnergy):
         for ``positions`` [N, P] only ([N, P, V]: the head runs on those hidden states alone).  BOS per row as in
         :meth:`log_prob` (a row that starts with BOS gives it probability 1 there); ``attention`` [N, L] hides a
         prompt's left padding as there.  What the speculative sampler verifies drafts against."""
+        return torch.log_softmax(self.window_logits(x, positions, attention).double(), -1)
+
+    @torch.no_grad()
+    def window_logits(self, x: torch.Tensor, positions: Optional[torch.Tensor] = None,
+                      attention: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """What :meth:`log_probs` normalizes: the head's logits at ``positions`` ([N, P, V], the model's dtype), a
+        row's own BOS given (0 there, -inf elsewhere).  The speculative sampler's kernel normalizes them itself."""
         if self.bos_id is None:
             raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
         device = self.head.weight.device
@@ -511,11 +524,11 @@ class CausalLMEnergy(AutoregressiveEnergy):
         ids, _, _, seen, has_bos, first = self._inputs(x, None, attention)
         hidden = self._hidden(ids, seen, attention is not None)  # hidden p predicts ids[p + 1]
         at = (pos - has_bos.long()).clamp(min=0)  # a BOS row's x_j is predicted by hidden j - 1
-        hidden = hidden[torch.arange(N, device=device)[:, None], at].to(self.head.weight.dtype)
-        out = torch.log_softmax(self.head(hidden).double(), -1)
-        given = torch.full_like(out[:, :1], float("-inf"))
-        given[..., self.bos_id] = 0.0
-        return torch.where((has_bos & (pos == first))[..., None], given, out)
+        out = self.head(hidden[torch.arange(N, device=device)[:, None], at].to(self.head.weight.dtype))
+        given = has_bos & (pos == first)  # in place: [N, P] rows, no second [N, P, V] tensor
+        out.masked_fill_(given[..., None], float("-inf"))
+        out[..., self.bos_id].masked_fill_(given, 0.0)
+        return out
 
     def conditionals(self, x: torch.Tensor, start: int, particles: int = 1, attention: Optional[torch.Tensor] = None):
         """With the model's key/value cache where it is one plain tensor pair per layer (else as the base
