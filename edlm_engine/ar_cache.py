@@ -139,7 +139,7 @@ class CachedConditionals:
         count = count.to(self.length.device)
         T = self.keep.shape[1]
         length = self.length + count
-        slot = torch.arange(int(length.max()), device=count.device)[None]
+        slot = torch.arange(int(length.max()), device=count.device)[None]  # a shape: the round's one cache read-back
         old = slot < self.length[:, None]
         index = torch.where(old, slot, T + slot - self.length[:, None]).clamp(max=T + self.width - 1)
         padded = torch.cat([self.keep, self.keep.new_zeros(self.keep.shape[0], self.width)], 1)

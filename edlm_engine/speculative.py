@@ -33,6 +33,8 @@ from .samplers import Sampler, register_sampler
 
 __all__ = ["SpeculativeSampler"]
 
+_KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
 
 @register_sampler
 class SpeculativeSampler(Sampler):
@@ -78,11 +80,15 @@ class SpeculativeSampler(Sampler):
         pos = progress.c[:, None] + torch.arange(W + 1, device=x.device)[None]  # the window and the next position
         valid = pos < L
         pos = pos.clamp(max=L - 1)
-        logits = state.at(self.denoise(x, progress, first), pos).float()  # float32: the kernels read these values
-        drafts = self.draft(logits[:, :W], first).reshape(B * K, W)
+        logits = state.at(self.denoise(x, progress, first), pos)
+        if logits.dtype not in _KERNEL_DTYPES:
+            logits = logits.float()
+        drafts = self.draft(logits[:, :W], first).reshape(B * K, W)  # drawn from the values the verification reads
         rows = _scatter_rows(x, drafts, pos[:, :W], valid[:, :W], K)
         live = (~progress.done).repeat_interleave(K)
-        ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device).float()
+        ar_logits = ar.window(rows, progress.c.repeat_interleave(K), W + 1, live).to(x.device)
+        if ar_logits.dtype != logits.dtype:  # the kernel reads one dtype; the same models' windows need no copy
+            logits, ar_logits = logits.float(), ar_logits.float()
         n_valid = torch.where(live, valid.sum(1).repeat_interleave(K), 0)
         n_acc, fix, *logs = ops.speculative_verify(logits, ar_logits, drafts, n_valid, poe_weight=cfg.poe_weight,
                                                    mask_id=state.mask_id, offset=self._offset(self.VERIFY),
