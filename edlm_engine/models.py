@@ -265,12 +265,24 @@ class Energy:
                  attention: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``attention`` [N, L] bool, optional: False at a prompt's left padding, which an autoregressive energy
         neither reads nor scores; other energies see the rows as they are."""
+        attention = check_attention(x0, attention)
         takes = attention is not None and self.takes_attention
         E = self.energy(x0, x_t, log_q, attention=attention) if takes else self.energy(x0, x_t, log_q)
         if not isinstance(E, torch.Tensor) or E.shape != (x0.shape[0],):
             raise ValueError(f"energy must return a Tensor [N] = [{x0.shape[0]}], got "
                              f"{tuple(E.shape) if isinstance(E, torch.Tensor) else type(E).__name__}")
         return E.double()
+
+
+def check_attention(x: torch.Tensor, attention: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """``attention`` as given, if it is None or a bool tensor shaped like ``x`` (True where a token is visible)."""
+    if attention is None:
+        return None
+    if not isinstance(attention, torch.Tensor) or attention.dtype != torch.bool or attention.shape != x.shape:
+        got = f"{attention.dtype} {tuple(attention.shape)}" if isinstance(attention, torch.Tensor) else \
+            type(attention).__name__
+        raise ValueError(f"attention must be a bool Tensor shaped like the tokens {tuple(x.shape)}, got {got}")
+    return attention
 
 
 class LogLikelihoodEnergy(Energy):
@@ -323,6 +335,7 @@ class AutoregressiveEnergy(Energy):
         row repeated ``particles`` times: see :mod:`edlm_engine.ar_cache`.  This one re-reads whole rows."""
         from .ar_cache import RecomputedConditionals
 
+        attention = check_attention(x, attention)
         seen = None if attention is None else attention.repeat_interleave(particles, 0)
         return RecomputedConditionals(self, x.shape[0] * particles, x.device, seen)
 
@@ -465,7 +478,8 @@ class CausalLMEnergy(AutoregressiveEnergy):
         ``targets[:, j]``; ``seen`` is False at hidden positions (a prompt's left padding, given as BOS: its id
         may be none of ours); ``has_bos`` [N, 1]: the row's first visible token, at column ``first``, is BOS."""
         w = torch.ones(x0.shape, dtype=torch.float64, device=x0.device) if weights is None else weights.double()
-        seen = torch.ones_like(x0, dtype=torch.bool) if attention is None else attention.to(x0.device).bool()
+        attention = check_attention(x0, attention)
+        seen = torch.ones_like(x0, dtype=torch.bool) if attention is None else attention.to(x0.device)
         w = torch.where(seen, w, 0.0)
         first = seen.long().argmax(1, keepdim=True)  # each row's first visible token
         if self.bos_id is None:  # which has no context: it is not scored
@@ -539,7 +553,7 @@ class CausalLMEnergy(AutoregressiveEnergy):
             raise ValueError(f"{type(self.model).__name__} has no BOS token to condition the first position on")
         if not CachedConditionals.supports(self.model):
             return super().conditionals(x, start, particles, attention)
-        return CachedConditionals(self, x, start, particles, attention)
+        return CachedConditionals(self, x, start, particles, check_attention(x, attention))
 
     @torch.no_grad()
     def log_prob(self, x0: torch.Tensor, weights: Optional[torch.Tensor] = None,

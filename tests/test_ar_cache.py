@@ -167,3 +167,12 @@ def test_without_bos_the_first_visible_token_is_context_padded_or_not():
     padded = torch.tensor([[29, 29, 3, 4, 5, 6]])
     seen = torch.tensor([[False, False, True, True, True, True]])
     assert torch.allclose(energy.log_prob(padded, attention=seen), energy.log_prob(x), rtol=0, atol=1e-5)
+
+
+def test_attention_is_checked_and_named(energy):
+    x = torch.tensor([[7, 8, 9]])
+    for wrong in (torch.ones(1, 2, dtype=torch.bool), torch.ones(1, 3), [[True] * 3]):
+        with pytest.raises(ValueError, match="attention must be a bool Tensor shaped like the tokens"):
+            energy(x, x, torch.zeros(1, dtype=torch.float64), attention=wrong)
+        with pytest.raises(ValueError, match="attention must be a bool Tensor"):
+            energy.conditionals(x, 2, attention=wrong)
